@@ -1,0 +1,115 @@
+"""Plain records that flow between the stages."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+#: Marker key that makes a rejects-file line recognisable as one when it is read back as input.
+REJECT_MARKER = "segmetro_reject"
+
+
+class Reason:
+    """Reject reasons: stable strings, used in counts, the rejects file and ``--json``."""
+
+    # reading
+    INVALID_JSON = "invalid_json"
+    NOT_OBJECT = "not_object"
+    INVALID_UTF8 = "invalid_utf8"
+    CORRUPT_GZIP = "corrupt_gzip"
+    LINE_TOO_LONG = "line_too_long"
+    UNREADABLE = "unreadable"
+    # mapping
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    TOO_OLD = "too_old"
+    TOO_NEW = "too_new"
+    CONFLICT = "conflict"
+    EXPRESSION_ERROR = "expression_error"
+    # delivery
+    BAD_REQUEST = "bad_request"
+    UNDELIVERABLE = "undeliverable"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Segment message read from an input, and where it came from."""
+
+    event: JsonObject
+    source: str
+    line: int
+
+    @property
+    def coords(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An event (or a line) that will not reach Metronome, with the reason and its coordinates."""
+
+    reason: str
+    detail: str
+    source: str
+    mapping: str | None = None
+    event: Any = None
+    payload: JsonObject | None = None
+    raw: str | None = None
+
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
+            REJECT_MARKER: 1,
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "mapping": self.mapping,
+            "event": self.event,
+        }
+        if self.payload is not None:
+            out["payload"] = self.payload
+        if self.raw is not None:
+            out["raw"] = self.raw
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """A Metronome usage event produced by one mapping from one Segment message."""
+
+    mapping: str
+    payload: JsonObject
+    record: Record
+
+
+@dataclass(slots=True)
+class Counts:
+    """What happened to the input, event by event; every read event lands in exactly one bucket."""
+
+    read: int = 0
+    matched: int = 0
+    filtered: int = 0
+    outside_window: int = 0
+    emitted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def to_json(self) -> JsonObject:
+        return {
+            "read": self.read,
+            "matched": self.matched,
+            "filtered": self.filtered,
+            "outside_window": self.outside_window,
+            "emitted": self.emitted,
+            "duplicates": self.duplicates,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": self.rejected_total,
+        }
