@@ -1,0 +1,113 @@
+"""Regenerate the sample Segment export in samples/events/ (deterministic; never edit it by hand).
+
+Run: python samples/make_samples.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+HERE = Path(__file__).parent
+CUSTOMERS = ["acme-corp", "globex", "initech", "umbrella", "hooli"]
+EVENTS = {
+    "API Call": lambda r: {
+        "endpoint": r.choice(["/v1/jobs", "/v1/users", "/v1/search"]),
+        "method": r.choice(["GET", "POST"]),
+        "latency_ms": r.randint(5, 900),
+    },
+    "Job Completed": lambda r: {
+        "job_id": f"job_{r.randint(1000, 9999)}",
+        "cpu_seconds": round(r.uniform(0.5, 600), 3),
+        "plan": r.choice(["free", "pro", "enterprise"]),
+    },
+    "Seat Added": lambda r: {"seats": r.randint(1, 5), "plan": r.choice(["pro", "enterprise"])},
+}
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message(r: random.Random, when: datetime, kind: str) -> dict[str, object]:
+    user = f"user_{r.randint(1, 40)}"
+    group = r.choice(CUSTOMERS)
+    sent = when + timedelta(milliseconds=r.randint(10, 900))
+    base: dict[str, object] = {
+        "anonymousId": str(uuid.UUID(int=r.getrandbits(128))),
+        "userId": user,
+        "messageId": f"ajs-{uuid.UUID(int=r.getrandbits(128)).hex}",
+        "type": kind,
+        "context": {
+            "groupId": group,
+            "ip": f"203.0.113.{r.randint(1, 254)}",
+            "library": {"name": "analytics-node", "version": "6.2.0"},
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "traits": {"email": f"{user}@{group}.example"},
+        },
+        "integrations": {},
+        "originalTimestamp": iso(when),
+        "sentAt": iso(sent),
+        "receivedAt": iso(sent + timedelta(milliseconds=40)),
+        "timestamp": iso(when),
+        "version": 2,
+    }
+    if kind == "track":
+        name = r.choice(list(EVENTS))
+        base["event"] = name
+        base["properties"] = EVENTS[name](r)
+    elif kind == "identify":
+        base["traits"] = {"email": f"{user}@{group}.example", "plan": "pro"}
+    else:
+        base["name"] = "Pricing"
+        base["properties"] = {"path": "/pricing", "title": "Pricing"}
+    return base
+
+
+def day_lines(r: random.Random, day: datetime, count: int) -> list[bytes]:
+    lines = []
+    for _ in range(count):
+        when = day + timedelta(seconds=r.randint(0, 86399), milliseconds=r.randint(0, 999))
+        kind = r.choices(["track", "identify", "page"], weights=[8, 1, 1])[0]
+        lines.append(orjson.dumps(message(r, when, kind)))
+    return lines
+
+
+def main() -> None:
+    r = random.Random(20261126)
+    out = HERE / "events"
+    out.mkdir(exist_ok=True)
+    first = day_lines(r, datetime(2026, 11, 23, tzinfo=UTC), 60)
+    # Segment re-delivers a few messages: the same messageId with the same content.
+    first += [first[3], first[10]]
+    # One message without a group, one far outside Metronome's 34-day window.
+    orphan = orjson.loads(first[5])
+    orphan["messageId"] = "ajs-orphan-0001"
+    del orphan["context"]["groupId"]
+    stale = orjson.loads(first[6])
+    stale["messageId"] = "ajs-stale-0001"
+    stale["timestamp"] = "2026-09-01T12:00:00.000Z"
+    first += [orjson.dumps(orphan), orjson.dumps(stale)]
+    bad = [
+        b'{"type": "track", "event": "API Call", "messageId": "ajs-trunc',
+        b"[1, 2, 3]",
+        b"not json",
+    ]
+    plain = [*first[:30], bad[0], *first[30:50], bad[1], *first[50:], bad[2]]
+    (out / "2026-11-23.jsonl").write_bytes(b"\n".join(plain) + b"\n")
+    second = day_lines(r, datetime(2026, 11, 24, tzinfo=UTC), 80)
+    second.append(first[20])
+    with gzip.GzipFile(out / "2026-11-24.jsonl.gz", "wb", mtime=0) as fh:
+        fh.write(b"\n".join(second) + b"\n")
+    third = day_lines(r, datetime(2026, 11, 25, tzinfo=UTC), 60)
+    with gzip.GzipFile(out / "2026-11-25.ndjson.gz", "wb", mtime=0) as fh:
+        fh.write(b"\n".join(third) + b"\n")
+
+
+if __name__ == "__main__":
+    main()
