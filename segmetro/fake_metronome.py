@@ -426,7 +426,7 @@ class FakeMetronome:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name="fake-metronome",
             daemon=True,
         )
