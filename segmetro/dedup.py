@@ -1,0 +1,200 @@
+"""In-run duplicate detection for millions of transaction ids in compact memory.
+
+Metronome keeps the first event it sees for a ``transaction_id`` and silently ignores any later
+one, so within one run a second output with the same id is either a harmless ``duplicate``
+(identical payload, sent once) or a ``conflict`` (different payload, rejected with both payloads).
+
+A Python ``set`` of every id costs ~100 bytes per id and would break the memory budget of a
+10^6-event run (issue 6), so the ids live in flat arrays instead:
+
+* ``_keys``  (``array('q')``): the 64-bit ``hash()`` of each first-seen id, in arrival order;
+* ``_offs``  (``array('Q')``): where that id's record starts in the spill;
+* ``_index`` (``array('I')``): an open-addressing table (linear probing, load ≤ 1/2) of entry
+  numbers + 1, 0 meaning empty — rehashing touches only this small table;
+* the spill: for each first-seen id, its UTF-8 bytes and its canonical payload, appended to a
+  1 MiB memory buffer that overflows into an anonymous temporary file (deleted by the OS even if
+  the process is killed).
+
+About 24-28 bytes of memory per id. A hit on the 64-bit key is confirmed against the spilled
+bytes, so answers are exact, never probabilistic; the spill is read only on a hit, i.e. for real
+duplicates and conflicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+import orjson
+
+__all__ = ["DedupResult", "RunDeduper", "canonical_bytes", "payload_digest"]
+
+_INDEX_TYPE = "I" if array("I").itemsize >= 4 else "L"
+_MAX_ENTRIES = (1 << (8 * array(_INDEX_TYPE).itemsize)) - 2
+_INITIAL_SLOTS = 1 << 10
+_SPILL_BUFFER = 1 << 20
+_LEN_BYTES = 4
+
+
+def canonical_bytes(payload: Mapping[str, Any]) -> bytes:
+    """Serialise a payload so that equal payloads give equal bytes whatever their key order."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+
+
+def payload_digest(payload: Mapping[str, Any]) -> bytes:
+    """16-byte digest of the canonical payload: what the ledger stores to spot changed events."""
+    return hashlib.blake2b(canonical_bytes(payload), digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class DedupResult:
+    """Verdict for one output: ``first_payload`` is set only for a ``conflict``."""
+
+    status: Literal["new", "duplicate", "conflict"]
+    first_payload: dict[str, Any] | None = None
+
+
+_NEW = DedupResult("new")
+_DUPLICATE = DedupResult("duplicate")
+
+
+class RunDeduper:
+    """Remembers every ``transaction_id`` of one run and the first payload sent for it."""
+
+    def __init__(self, *, spill_dir: str | None = None) -> None:
+        self._spill_dir = spill_dir
+        self._keys = array("q")
+        self._offs = array("Q")
+        self._mask = _INITIAL_SLOTS - 1
+        self._index = array(_INDEX_TYPE, [0]) * _INITIAL_SLOTS
+        self._limit = _INITIAL_SLOTS // 2
+        self._buf = bytearray()
+        self._flushed = 0  # bytes already in the spill file; the buffer holds what follows
+        self._file: IO[bytes] | None = None
+        self._closed = False
+
+    def __enter__(self) -> RunDeduper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def close(self) -> None:
+        """Drop the tables and delete the spill file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._keys = array("q")
+        self._offs = array("Q")
+        self._index = array(_INDEX_TYPE, [0]) * 1
+        self._mask = 0
+        self._buf = bytearray()
+        self._closed = True
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the tables and the spill buffer, for reports and tests."""
+        return (
+            self._keys.buffer_info()[1] * self._keys.itemsize
+            + self._offs.buffer_info()[1] * self._offs.itemsize
+            + self._index.buffer_info()[1] * self._index.itemsize
+            + len(self._buf)
+        )
+
+    def check(
+        self, transaction_id: str, payload: dict[str, Any], *, canonical: bytes | None = None
+    ) -> DedupResult:
+        """Classify one output; ``new`` ones are remembered. Pass ``canonical`` if already known."""
+        if self._closed:
+            raise ValueError("RunDeduper is closed")
+        if canonical is None:
+            canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        key = hash(transaction_id)
+        index = self._index
+        keys = self._keys
+        mask = self._mask
+        slot = key & mask
+        tid_bytes: bytes | None = None
+        while True:
+            entry = index[slot]
+            if not entry:
+                break
+            if keys[entry - 1] == key:
+                if tid_bytes is None:
+                    tid_bytes = transaction_id.encode("utf-8", "surrogatepass")
+                first_tid, first_payload = self._record(entry - 1)
+                if first_tid == tid_bytes:
+                    if first_payload == canonical:
+                        return _DUPLICATE
+                    return DedupResult("conflict", orjson.loads(first_payload))
+            slot = (slot + 1) & mask
+        if tid_bytes is None:
+            tid_bytes = transaction_id.encode("utf-8", "surrogatepass")
+        entries = len(keys)
+        if entries >= _MAX_ENTRIES:
+            raise OverflowError("too many transaction ids for one run")
+        keys.append(key)
+        buf = self._buf
+        self._offs.append(self._flushed + len(buf))
+        buf += len(tid_bytes).to_bytes(_LEN_BYTES, "little")
+        buf += tid_bytes
+        buf += canonical
+        index[slot] = entries + 1
+        if entries + 1 > self._limit:
+            self._grow()
+        if len(buf) >= _SPILL_BUFFER:
+            self._spill()
+        return _NEW
+
+    def _grow(self) -> None:
+        """Double the index and reinsert every entry; the entry arrays stay where they are."""
+        size = (self._mask + 1) * 2
+        mask = size - 1
+        index = array(_INDEX_TYPE, [0]) * size
+        for entry, key in enumerate(self._keys, 1):
+            slot = key & mask
+            while index[slot]:
+                slot = (slot + 1) & mask
+            index[slot] = entry
+        self._index = index
+        self._mask = mask
+        self._limit = size // 2
+
+    def _spill(self) -> None:
+        if self._file is None:
+            # Lives as long as the deduper; close() closes it.
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                "w+b", buffering=0, prefix="segmetro-dedup-", dir=self._spill_dir
+            )
+        self._file.seek(self._flushed)
+        self._file.write(self._buf)
+        self._flushed += len(self._buf)
+        self._buf = bytearray()
+
+    def _record(self, entry: int) -> tuple[bytes, bytes]:
+        """The spilled (id bytes, canonical payload) of an entry; only read on a key hit."""
+        offs = self._offs
+        start = offs[entry]
+        end = offs[entry + 1] if entry + 1 < len(offs) else self._flushed + len(self._buf)
+        if start >= self._flushed:
+            data = bytes(self._buf[start - self._flushed : end - self._flushed])
+        else:
+            if end > self._flushed:
+                self._spill()
+            assert self._file is not None
+            self._file.seek(start)
+            data = b""
+            while len(data) < end - start:  # an unbuffered read may return less than asked
+                chunk = self._file.read(end - start - len(data))
+                if not chunk:
+                    raise OSError("dedup spill file is shorter than expected")
+                data += chunk
+        tid_len = int.from_bytes(data[:_LEN_BYTES], "little")
+        return data[_LEN_BYTES : _LEN_BYTES + tid_len], data[_LEN_BYTES + tid_len :]
