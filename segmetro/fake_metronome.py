@@ -35,12 +35,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from segmetro.errors import ConfigError
 from segmetro.models import JsonObject
 
 __all__ = [
     "FUTURE_WINDOW",
     "PAST_WINDOW",
     "FakeConfig",
+    "FakeConfigError",
     "FakeMetronome",
     "FakeState",
     "IngestRules",
@@ -248,6 +250,10 @@ def _batch_problem(body: Any, rules: IngestRules, now: datetime) -> str | None:
 # --------------------------------------------------------------------------- config and state
 
 
+class FakeConfigError(ConfigError, ValueError):
+    """An impossible fake configuration (exit 2 in the CLI)."""
+
+
 @dataclass(frozen=True)
 class FakeConfig:
     """Behaviour of the fake. Probabilities are per authenticated request and must sum to ≤ 1."""
@@ -280,30 +286,36 @@ class FakeConfig:
             object.__setattr__(self, "now", self.now.replace(tzinfo=UTC))
         probs = (self.p_429, self.p_500, self.p_502, self.p_503, self.p_partial, self.p_drop)
         if any(not 0.0 <= p <= 1.0 for p in probs):
-            raise ValueError("fault probabilities must be between 0 and 1")
+            raise FakeConfigError("fault probabilities must be between 0 and 1")
         if sum(probs) > 1.0 + 1e-9:
-            raise ValueError("fault probabilities must add up to at most 1")
+            raise FakeConfigError("fault probabilities must add up to at most 1")
         if self.rate_limit_type not in ("client", "customer"):
-            raise ValueError("rate_limit_type must be 'client' or 'customer'")
+            raise FakeConfigError("rate_limit_type must be 'client' or 'customer'")
         for name in ("rate_limit", "rate_burst", "search_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive")
+                raise FakeConfigError(f"{name} must be positive")
         for name in ("retry_after", "retry_after_ms", "latency_ms", "latency_jitter_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must not be negative")
+                raise FakeConfigError(f"{name} must not be negative")
         if self.fail_status is not None and not 400 <= self.fail_status <= 599:
-            raise ValueError("fail_status must be an HTTP error status (400-599)")
+            raise FakeConfigError("fail_status must be an HTTP error status (400-599)")
         if self.fail_count is not None and self.fail_count < 0:
-            raise ValueError("fail_count must not be negative")
+            raise FakeConfigError("fail_count must not be negative")
         if not self.token:
-            raise ValueError("token must not be empty")
+            raise FakeConfigError("token must not be empty")
 
 
 @dataclass(frozen=True)
 class FakeState:
-    """What the fake has seen; ``events`` holds accepted payloads in acceptance order."""
+    """What the fake has seen; ``events`` holds accepted payloads in acceptance order.
+
+    ``requests`` counts every ingest request (auth failures included); ``events_received`` the
+    events of every authenticated ingest body that was a JSON array; ``faults`` injected faults
+    by kind (drop, 429, 500, 502, 503, partial_500, fail_status); ``rate_limited`` token-bucket
+    429s on ingest; ``search_rate_limited`` the same for search.
+    """
 
     events: list[JsonObject]
     requests: int

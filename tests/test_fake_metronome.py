@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from segmetro.errors import ConfigError
 from segmetro.fake_metronome import (
     FakeConfig,
     FakeMetronome,
@@ -136,6 +137,8 @@ def test_config_is_validated() -> None:
         FakeConfig(rate_limit=0)
     with pytest.raises(ValueError, match="fail_status"):
         FakeConfig(fail_status=200)
+    with pytest.raises(ConfigError):  # the CLI maps it to exit 2
+        FakeConfig(latency_ms=-1)
     assert FakeConfig(now=datetime(2025, 1, 1)).now == datetime(2025, 1, 1, tzinfo=UTC)
 
 
