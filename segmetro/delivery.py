@@ -361,7 +361,8 @@ class _Sender:
         self.bucket = _TokenBucket(config.rate, clock, sleep) if config.rate is not None else None
         self.max_pending = max(4, 2 * config.concurrency)
         self.started = clock()
-        self.stopping = False
+        self.stopping = False  # pull no new batch; batches not yet sent are abandoned
+        self.halted = False  # 401/403: send nothing more at all
         self.fatal: BaseException | None = None
         self.give_up: list[str] = []  # details of batches that were given up
         self.undelivered = 0
@@ -467,10 +468,11 @@ class _Sender:
         outcome = await self._send(items, fresh=True)
         if outcome.kind is _Kind.ABANDON:
             log.debug("run stopping: %d event(s) left unsent", len(items))
-            return
         await self._settle(items, outcome)
 
     async def _settle(self, items: list[Outbound], outcome: _Outcome) -> None:
+        if outcome.kind is _Kind.ABANDON:
+            return
         if outcome.kind is _Kind.OK:
             self.stats.sent += len(items)
             self.hooks.delivered(items)
@@ -500,6 +502,8 @@ class _Sender:
         left, right = items[:mid], items[mid:]
         left_outcome = await self._send(left)
         await self._settle(left, left_outcome)
+        if left_outcome.kind is _Kind.ABANDON:
+            return
         if left_outcome.kind is _Kind.OK and len(right) > 1:
             log.debug("first half of %d went through: splitting the second", len(items))
             await self._bisect(right)
@@ -518,7 +522,7 @@ class _Sender:
             if self.bucket is not None:
                 await self.bucket.acquire(len(items))
             epoch = await self.limiter.acquire()
-            if fresh and retries == 0 and self.stopping:
+            if self.halted or (fresh and retries == 0 and self.stopping):
                 self.limiter.release()
                 return _Outcome(_Kind.ABANDON)
             self.stats.in_flight += 1
@@ -529,6 +533,8 @@ class _Sender:
                 response = await self.client.post(
                     self.url, content=body, headers=self._headers, timeout=self.config.timeout
                 )
+                if response.status_code in AUTH_STATUSES:
+                    self.halted = True  # before the slot is released: nothing else goes out
             except httpx.TimeoutException as exc:
                 self.limiter.congestion(epoch)
                 error = f"timeout ({type(exc).__name__})"
