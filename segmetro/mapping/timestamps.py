@@ -1,0 +1,162 @@
+"""Timestamp normalisation: every mapped timestamp becomes ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC).
+
+One normal form lets the window and the ledger compare timestamps as strings, and it is what
+Segment's destination sends (``dayjs.utc(x).toISOString()``). Unlike Segment, epoch numbers are
+read as seconds when their magnitude is below 1e11 (Segment reads every number as milliseconds
+and silently turns epoch seconds into January 1970), and garbage is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+#: Epoch values whose magnitude is at least this are milliseconds, smaller ones seconds.
+#: 1e11 s is the year 5138, while 1e11 ms is March 1973: the two ranges do not overlap in practice.
+EPOCH_MS_THRESHOLD = 100_000_000_000
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# YYYY-MM-DD, optionally followed by a time (T, t or a space), fraction (. or ,) and a zone.
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?)?"
+)
+_NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _describe(value: Any) -> str:
+    """The value as the user would see it in their data (JSON), kept short."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format(moment: datetime) -> str:
+    """The one output form; the year is always four digits (strftime would not pad it)."""
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def _from_epoch(amount: Decimal, original: Any) -> str:
+    """Epoch seconds or milliseconds (by magnitude) to the normal form, truncated to the ms."""
+    if not amount.is_finite():
+        raise ValueError(f"timestamp {_describe(original)} is not a finite number")
+    millis = amount if abs(amount) >= EPOCH_MS_THRESHOLD else amount * 1000
+    whole_ms = int(millis.to_integral_value(rounding=ROUND_FLOOR))
+    try:
+        moment = _EPOCH + timedelta(milliseconds=whole_ms)
+    except OverflowError:
+        raise ValueError(
+            f"timestamp {_describe(original)} is outside the years 0001-9999"
+        ) from None
+    return _format(moment)
+
+
+def _from_text(text: str, original: Any) -> str:
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("timestamp is an empty string")
+    if _NUMERIC.fullmatch(stripped):
+        try:
+            return _from_epoch(Decimal(stripped), original)
+        except InvalidOperation:  # pragma: no cover - the pattern only admits valid decimals
+            raise ValueError(f"timestamp {_describe(original)} is not a number") from None
+    match = _ISO.fullmatch(stripped)
+    if match is None:
+        raise ValueError(
+            f"timestamp {_describe(original)} is not RFC 3339, a date or an epoch number"
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    if year == "0000":
+        raise ValueError(f"timestamp {_describe(original)} is outside the years 0001-9999")
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    micro -= micro % 1000  # truncate to milliseconds
+    try:
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+            tzinfo=UTC,
+        )
+    except ValueError:
+        raise ValueError(f"timestamp {_describe(original)} is not a valid date and time") from None
+    if sign is not None:
+        hours, minutes = int(off_h), int(off_m or 0)
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"timestamp {_describe(original)} has an invalid UTC offset")
+        offset = timedelta(hours=hours, minutes=minutes)
+        try:
+            moment = moment - offset if sign == "+" else moment + offset
+        except OverflowError:
+            raise ValueError(
+                f"timestamp {_describe(original)} is outside the years 0001-9999"
+            ) from None
+    del zulu  # Z, an offset or nothing (naive, read as UTC) all end up in UTC
+    if not 1 <= moment.year <= 9999:
+        raise ValueError(f"timestamp {_describe(original)} is outside the years 0001-9999")
+    return _format(moment)
+
+
+def normalize_timestamp(value: Any) -> str:
+    """Normalise a timestamp to ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC, or raise ``ValueError``.
+
+    Accepts RFC 3339 / ISO 8601 strings with ``Z`` or an offset (any number of fractional digits,
+    truncated to milliseconds), naive date-times (space or ``T``, read as UTC), dates, and epoch
+    numbers or numeric strings (milliseconds when ``abs(value) >= 1e11``, else seconds; negative and
+    fractional values allowed). The ``ValueError`` message quotes the value.
+    """
+    kind = type(value)
+    if kind is str:
+        # Fast path for the form Segment itself writes: already normal once it is valid.
+        if (
+            len(value) == 24
+            and value[10] == "T"
+            and value[19] == "."
+            and value[23] == "Z"
+            and value[:4] != "0000"
+        ):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                if value[20:23].isdigit():
+                    return str(value)
+        return _from_text(value, value)
+    if kind is int:
+        return _from_epoch(Decimal(value), value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"timestamp {_describe(value)} is not a finite number")
+        return _from_epoch(Decimal(repr(value)), value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        try:
+            return _format(moment.astimezone(UTC))
+        except OverflowError:
+            raise ValueError(f"timestamp {value} is outside the years 0001-9999") from None
+    if isinstance(value, date):
+        return _format(datetime(value.year, value.month, value.day, tzinfo=UTC))
+    if value is None:
+        raise ValueError("timestamp is null")
+    if kind is bool:
+        raise ValueError(f"timestamp {_describe(value)} is a boolean, not a time")
+    raise ValueError(f"timestamp {_describe(value)} is not a string or a number")
