@@ -1,0 +1,571 @@
+"""Load a mapping file: validate it against the schema and compile every expression once.
+
+The YAML is composed into nodes (which carry marks), so every problem is a
+:class:`~segmetro.errors.MappingFileError` naming the file, the 1-based line and the key path
+(``mappings[0].fields.timestamp``). Indices in key paths are 0-based, as in JSONPath.
+
+The YAML dialect is YAML 1.2-like on purpose: only ``true``/``false`` are booleans (``on``, ``yes``
+and ``no`` stay strings) and dates stay strings, so every value is a JSON value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from segmetro.errors import MappingFileError, TriggerError
+from segmetro.mapping.core import (
+    OUTPUT_FIELDS,
+    REQUIRED_FIELDS,
+    FieldSpec,
+    Mapping,
+    MappingSet,
+    MappingWarning,
+    TriggerLike,
+)
+from segmetro.mapping.values import (
+    MISSING,
+    Expr,
+    ObjectExpr,
+    case_expr,
+    coalesce_expr,
+    constant,
+    describe,
+    hash_expr,
+    if_expr,
+    js_truthy,
+    jsonpath_expr,
+    list_expr,
+    merge_expr,
+    number_expr,
+    replace_expr,
+    string_expr,
+    template_expr,
+)
+
+#: Directives segmetro understands (Segment's spellings plus its own).
+DIRECTIVES = (
+    "@path",
+    "@template",
+    "@literal",
+    "@if",
+    "@case",
+    "@replace",
+    "@merge",
+    "@coalesce",
+    "@hash",
+    "@string",
+    "@number",
+)
+#: Segment mapping-kit directives segmetro deliberately does not implement.
+UNSUPPORTED_SEGMENT_DIRECTIVES = (
+    "@arrayPath",
+    "@liquid",
+    "@json",
+    "@flatten",
+    "@transform",
+    "@excludeWhenNull",
+)
+
+_TOP_KEYS = ("version", "defaults", "mappings")
+_MAPPING_KEYS = ("name", "trigger", "fields", "string_properties")
+_BOOL = "tag:yaml.org,2002:bool"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with JSON-like scalars: no YAML 1.1 booleans (``on``/``no``), no dates."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+Node = yaml.Node
+
+
+class _Compiler:
+    """Walks the node tree of one file; `path` is the file name used in every error."""
+
+    def __init__(self, loader: _Loader, path: str) -> None:
+        self.loader = loader
+        self.path = path
+
+    # ------------------------------------------------------------------ helpers
+
+    def error(self, message: str, node: Node | None, key: str | None) -> MappingFileError:
+        line = None if node is None else node.start_mark.line + 1
+        return MappingFileError(message, path=self.path, line=line, key=key)
+
+    def value(self, node: Node, key: str) -> Any:
+        """The plain Python (JSON) value of a node."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self.error(f"cannot read this value: {exc}", node, key) from None
+        self._check_json(value, node, key)
+        return value
+
+    def _check_json(self, value: Any, node: Node, key: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error("infinite and NaN numbers are not JSON values", node, key)
+        if isinstance(value, dict):
+            for item_key, item in value.items():
+                if not isinstance(item_key, str):
+                    raise self.error(f"object keys must be strings, got {item_key!r}", node, key)
+                self._check_json(item, node, key)
+        elif isinstance(value, list):
+            for item in value:
+                self._check_json(item, node, key)
+        elif value is not None and not isinstance(value, str | int | float | bool):
+            raise self.error(f"unsupported YAML value {value!r}", node, key)
+
+    def items(self, node: Node, key: str | None, what: str) -> list[tuple[str, Node, Node]]:
+        """The entries of a YAML mapping as ``(key text, key node, value node)``; no duplicates."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(f"{what} must be a mapping (key: value)", node, key)
+        try:
+            self.loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+        except yaml.YAMLError as exc:
+            raise self.error(f"bad merge key: {exc}", node, key) from None
+        out: list[tuple[str, Node, Node]] = []
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.error("keys must be plain strings", key_node, key)
+            name = str(key_node.value)
+            sub = name if key is None else f"{key}.{name}"
+            if name in seen:
+                raise self.error(
+                    f"duplicate key {name!r} (first on line {seen[name]})", key_node, sub
+                )
+            seen[name] = key_node.start_mark.line + 1
+            out.append((name, key_node, value_node))
+        return out
+
+    def scalar(self, node: Node, key: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return MISSING
+        return self.value(node, key)
+
+    def string(self, node: Node, key: str, what: str, *, empty_ok: bool = False) -> str:
+        value = self.scalar(node, key)
+        if not isinstance(value, str) or (not value and not empty_ok):
+            raise self.error(
+                f"{what} must be a {'' if empty_ok else 'non-empty '}string", node, key
+            )
+        return value
+
+    def boolean(self, node: Node, key: str) -> bool:
+        value = self.scalar(node, key)
+        if not isinstance(value, bool):
+            raise self.error("must be true or false", node, key)
+        return value
+
+    # ------------------------------------------------------------------ expressions
+
+    def expr(self, node: Node, key: str) -> Expr:
+        """Compile a value expression (design §2), recursively."""
+        if isinstance(node, yaml.ScalarNode):
+            value = self.value(node, key)
+            if isinstance(value, str) and value.startswith("$"):
+                return self.jsonpath(value, node, key)
+            return constant(value)
+        if isinstance(node, yaml.SequenceNode):
+            return list_expr([self.expr(item, f"{key}[{i}]") for i, item in enumerate(node.value)])
+        entries = self.items(node, key, "an object")
+        directives = [name for name, _, _ in entries if name.startswith("@")]
+        if not directives:
+            return ObjectExpr(
+                [(name, self.expr(value, f"{key}.{name}")) for name, _, value in entries]
+            )
+        if len(entries) != 1:
+            names = ", ".join(name for name, _, _ in entries)
+            raise self.error(
+                f"a directive object must have exactly one key, found {names} "
+                "(wrap the directive in its own key, or use @literal for a key that starts with @)",
+                node,
+                key,
+            )
+        name, key_node, value = entries[0]
+        compile_directive = self._directives.get(name)
+        sub = f"{key}.{name}"
+        if compile_directive is None:
+            if name in UNSUPPORTED_SEGMENT_DIRECTIVES:
+                message = f"Segment directive {name} is not supported by segmetro"
+            else:
+                message = f"unknown directive {name} (known: {', '.join(DIRECTIVES)})"
+            raise self.error(message, key_node, sub)
+        return compile_directive(self, value, sub)
+
+    def jsonpath(self, text: str, node: Node, key: str) -> Expr:
+        try:
+            return jsonpath_expr(text)
+        except ValueError as exc:
+            raise self.error(str(exc), node, key) from None
+
+    def options(
+        self,
+        node: Node,
+        key: str,
+        directive: str,
+        *,
+        required: tuple[str, ...],
+        optional: tuple[str, ...],
+    ) -> dict[str, Node]:
+        """The keys of a directive's object argument, checked against the allowed ones."""
+        found: dict[str, Node] = {}
+        for name, key_node, value in self.items(node, key, f"the argument of {directive}"):
+            if name not in required and name not in optional:
+                allowed = ", ".join(required + optional)
+                raise self.error(
+                    f"unknown key {name!r} in {directive} (allowed: {allowed})",
+                    key_node,
+                    f"{key}.{name}",
+                )
+            found[name] = value
+        for name in required:
+            if name not in found:
+                raise self.error(f"{directive} needs a {name!r} key", node, key)
+        return found
+
+    def _path(self, node: Node, key: str) -> Expr:
+        text = self.string(node, key, "@path")
+        if not text.startswith("$"):
+            text = "$." + text
+        return self.jsonpath(text, node, key)
+
+    def _template(self, node: Node, key: str) -> Expr:
+        return template_expr(self.string(node, key, "@template", empty_ok=True))
+
+    def _literal(self, node: Node, key: str) -> Expr:
+        return constant(self.value(node, key))
+
+    def _if(self, node: Node, key: str) -> Expr:
+        opts = self.options(
+            node, key, "@if", required=(), optional=("exists", "blank", "then", "else")
+        )
+        conditions = [name for name in ("exists", "blank") if name in opts]
+        if len(conditions) != 1:
+            raise self.error("@if needs exactly one of 'exists' or 'blank'", node, key)
+        if "then" not in opts and "else" not in opts:
+            raise self.error("@if needs a 'then' or an 'else' branch", node, key)
+        condition = conditions[0]
+        then = self.expr(opts["then"], f"{key}.then") if "then" in opts else None
+        otherwise = None
+        if "else" in opts and js_truthy(self.value(opts["else"], f"{key}.else")):
+            # Segment tests `opts.else` for truthiness: else: "" / 0 / false yields nothing.
+            otherwise = self.expr(opts["else"], f"{key}.else")
+        return if_expr(
+            condition=self.expr(opts[condition], f"{key}.{condition}"),
+            blank=condition == "blank",
+            then=then,
+            otherwise=otherwise,
+        )
+
+    def _falsy_value(self, node: Node, key: str) -> bool:
+        """Segment skips a directive whose `value` option is falsy (``""``, ``0``, ``false``)."""
+        return isinstance(node, yaml.ScalarNode) and not js_truthy(self.value(node, key))
+
+    def _case(self, node: Node, key: str) -> Expr:
+        opts = self.options(node, key, "@case", required=("operator", "value"), optional=())
+        operator = self.scalar(opts["operator"], f"{key}.operator")
+        if operator not in ("lower", "upper"):
+            raise self.error(
+                "operator must be 'lower' or 'upper'", opts["operator"], f"{key}.operator"
+            )
+        if self._falsy_value(opts["value"], f"{key}.value"):
+            return constant(MISSING)
+        return case_expr(operator=str(operator), value=self.expr(opts["value"], f"{key}.value"))
+
+    def _replace(self, node: Node, key: str) -> Expr:
+        opts = self.options(
+            node,
+            key,
+            "@replace",
+            required=("value", "pattern"),
+            optional=("replacement", "global", "ignorecase", "pattern2", "replacement2"),
+        )
+        pattern = self.string(opts["pattern"], f"{key}.pattern", "pattern")
+        strings = {
+            name: self.string(opts[name], f"{key}.{name}", name, empty_ok=True)
+            if name in opts
+            else ""
+            for name in ("replacement", "pattern2", "replacement2")
+        }
+        flags = {
+            name: self.boolean(opts[name], f"{key}.{name}") if name in opts else default
+            for name, default in (("global", True), ("ignorecase", False))
+        }
+        if self._falsy_value(opts["value"], f"{key}.value"):
+            return constant(MISSING)
+        return replace_expr(
+            value=self.expr(opts["value"], f"{key}.value"),
+            pattern=pattern,
+            replacement=strings["replacement"],
+            global_=flags["global"],
+            ignorecase=flags["ignorecase"],
+            pattern2=strings["pattern2"] or None,
+            replacement2=strings["replacement2"],
+        )
+
+    def _merge(self, node: Node, key: str) -> Expr:
+        opts = self.options(node, key, "@merge", required=("objects", "direction"), optional=())
+        direction = self.scalar(opts["direction"], f"{key}.direction")
+        if direction not in ("right", "left"):
+            raise self.error(
+                "direction must be 'right' or 'left'", opts["direction"], f"{key}.direction"
+            )
+        objects = opts["objects"]
+        if not isinstance(objects, yaml.SequenceNode):
+            raise self.error("objects must be a list of expressions", objects, f"{key}.objects")
+        return merge_expr(
+            objects=[
+                self.expr(item, f"{key}.objects[{i}]") for i, item in enumerate(objects.value)
+            ],
+            left=direction == "left",
+        )
+
+    def _list_argument(self, node: Node, key: str, directive: str) -> list[Expr]:
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                raise self.error(f"{directive} needs at least one expression", node, key)
+            return [self.expr(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        return [self.expr(node, key)]
+
+    def _coalesce(self, node: Node, key: str) -> Expr:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error("@coalesce needs a list of expressions", node, key)
+        return coalesce_expr(self._list_argument(node, key, "@coalesce"))
+
+    def _hash(self, node: Node, key: str) -> Expr:
+        return hash_expr(self._list_argument(node, key, "@hash"))
+
+    def _string(self, node: Node, key: str) -> Expr:
+        return string_expr(self.expr(node, key))
+
+    def _number(self, node: Node, key: str) -> Expr:
+        return number_expr(self.expr(node, key))
+
+    _directives: ClassVar[dict[str, Callable[[_Compiler, Node, str], Expr]]] = {
+        "@path": _path,
+        "@template": _template,
+        "@literal": _literal,
+        "@if": _if,
+        "@case": _case,
+        "@replace": _replace,
+        "@merge": _merge,
+        "@coalesce": _coalesce,
+        "@hash": _hash,
+        "@string": _string,
+        "@number": _number,
+    }
+
+    # ------------------------------------------------------------------ the file
+
+    def source(self, node: Node, key: str) -> str:
+        """The expression as written, short, for reject details."""
+        value = self.value(node, key)
+        if isinstance(value, str):
+            return value
+        return describe(value, limit=60)
+
+    def fields(self, node: Node, key: str) -> dict[str, tuple[Node, FieldSpec | None]]:
+        """Compile an output-field block (`defaults` or a mapping's `fields`)."""
+        out: dict[str, tuple[Node, FieldSpec | None]] = {}
+        for name, key_node, value in self.items(node, key, key):
+            sub = f"{key}.{name}"
+            if name not in OUTPUT_FIELDS:
+                raise self.error(
+                    f"unknown output field {name!r} (the fields are {', '.join(OUTPUT_FIELDS)})",
+                    key_node,
+                    sub,
+                )
+            if isinstance(value, yaml.ScalarNode) and self.value(value, sub) is None:
+                if name in REQUIRED_FIELDS:
+                    raise self.error(f"{name} is required and cannot be null", value, sub)
+                out[name] = (key_node, None)  # properties: null removes an inherited default
+                continue
+            out[name] = (key_node, FieldSpec(name, self.expr(value, sub), self.source(value, sub)))
+        return out
+
+    def trigger(
+        self, node: Node, key: str, mapping: str, warnings: list[MappingWarning]
+    ) -> tuple[TriggerLike | None, str | None]:
+        text = self.scalar(node, key)
+        if text is None:
+            return None, None
+        if not isinstance(text, str):
+            raise self.error("trigger must be a string", node, key)
+        from segmetro.triggers import lint_trigger, parse_trigger
+
+        try:
+            trigger = parse_trigger(text)
+        except TriggerError as exc:
+            raise MappingFileError(
+                f"invalid trigger: {exc.message} at position {exc.position + 1} of {text!r}",
+                path=self.path,
+                line=self._trigger_line(node, text, exc.position),
+                key=key,
+            ) from None
+        for warning in lint_trigger(text):
+            warnings.append(
+                MappingWarning(
+                    path=self.path,
+                    line=self._trigger_line(node, text, warning.position),
+                    mapping=mapping,
+                    message=f"trigger: {warning.message} (at position {warning.position + 1})",
+                )
+            )
+        return trigger, text
+
+    @staticmethod
+    def _trigger_line(node: Node, text: str, position: int) -> int:
+        """The line of a position in the trigger (a literal block scalar starts a line below)."""
+        line: int = node.start_mark.line + 1
+        if getattr(node, "style", None) == "|":
+            return line + 1 + text[: max(position, 0)].count("\n")
+        return line
+
+    def mapping_set(self, root: Node | None) -> MappingSet:
+        if root is None:
+            raise MappingFileError("the file is empty", path=self.path, line=1)
+        entries = {
+            name: (key_node, value)
+            for name, key_node, value in self.items(root, None, "a mapping file")
+        }
+        for name, (key_node, _) in entries.items():
+            if name not in _TOP_KEYS:
+                raise self.error(
+                    f"unknown key {name!r} (allowed: {', '.join(_TOP_KEYS)})", key_node, name
+                )
+        if "version" not in entries:
+            raise self.error("version: 1 is missing", root, "version")
+        version_node = entries["version"][1]
+        if (
+            self.scalar(version_node, "version") != 1
+            or self.scalar(version_node, "version") is True
+        ):
+            raise self.error(
+                "unsupported version (this segmetro reads version: 1)", version_node, "version"
+            )
+        defaults: dict[str, tuple[Node, FieldSpec | None]] = {}
+        if "defaults" in entries:
+            defaults = self.fields(entries["defaults"][1], "defaults")
+        if "mappings" not in entries:
+            raise self.error("mappings: is missing", root, "mappings")
+        seq = entries["mappings"][1]
+        if not isinstance(seq, yaml.SequenceNode) or not seq.value:
+            raise self.error("mappings must be a non-empty list", seq, "mappings")
+        warnings: list[MappingWarning] = []
+        mappings: list[Mapping] = []
+        names: dict[str, int] = {}
+        for index, item in enumerate(seq.value):
+            mappings.append(self.mapping(item, f"mappings[{index}]", defaults, names, warnings))
+        return MappingSet(mappings=mappings, path=self.path, warnings=warnings)
+
+    def mapping(
+        self,
+        node: Node,
+        key: str,
+        defaults: dict[str, tuple[Node, FieldSpec | None]],
+        names: dict[str, int],
+        warnings: list[MappingWarning],
+    ) -> Mapping:
+        entries: dict[str, tuple[Node, Node]] = {}
+        for name, key_node, value in self.items(node, key, "each mapping"):
+            if name not in _MAPPING_KEYS:
+                raise self.error(
+                    f"unknown key {name!r} (allowed: {', '.join(_MAPPING_KEYS)})",
+                    key_node,
+                    f"{key}.{name}",
+                )
+            entries[name] = (key_node, value)
+        if "name" not in entries:
+            raise self.error("every mapping needs a name", node, f"{key}.name")
+        name_node = entries["name"][1]
+        name = self.string(name_node, f"{key}.name", "name")
+        if name in names:
+            raise self.error(
+                f"duplicate mapping name {name!r} (first on line {names[name]})",
+                name_node,
+                f"{key}.name",
+            )
+        names[name] = name_node.start_mark.line + 1
+        string_properties = False
+        if "string_properties" in entries:
+            string_properties = self.boolean(
+                entries["string_properties"][1], f"{key}.string_properties"
+            )
+        merged = dict(defaults)
+        if "fields" in entries:
+            merged.update(self.fields(entries["fields"][1], f"{key}.fields"))
+        specs: list[FieldSpec] = []
+        for field_name in OUTPUT_FIELDS:
+            spec = merged.get(field_name, (node, None))[1]
+            if spec is None:
+                if field_name in REQUIRED_FIELDS:
+                    raise self.error(
+                        f"required output field {field_name} is not set (in fields or defaults)",
+                        node,
+                        f"{key}.fields.{field_name}",
+                    )
+                continue
+            specs.append(spec)
+        trigger, trigger_text = None, None
+        if "trigger" in entries:
+            trigger, trigger_text = self.trigger(
+                entries["trigger"][1], f"{key}.trigger", name, warnings
+            )
+        return Mapping(
+            name=name,
+            trigger=trigger,
+            trigger_text=trigger_text,
+            string_properties=string_properties,
+            fields=tuple(specs),
+            line=node.start_mark.line + 1,
+        )
+
+
+def load_mapping_text(text: str, *, name: str = "<mapping>") -> MappingSet:
+    """Load a mapping from YAML text; `name` stands for the file in messages."""
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = exc.problem or exc.context or "invalid YAML"
+            raise MappingFileError(
+                f"invalid YAML: {problem}",
+                path=name,
+                line=None if mark is None else mark.line + 1,
+            ) from None
+        except yaml.YAMLError as exc:
+            raise MappingFileError(f"invalid YAML: {exc}", path=name) from None
+        return _Compiler(loader, name).mapping_set(root)
+    finally:
+        loader.dispose()
+
+
+def load_mapping(path: str | Path) -> MappingSet:
+    """Load and compile a mapping file; raises ``MappingFileError`` naming file, line and key."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingFileError("no such file", path=str(file)) from None
+    except UnicodeDecodeError as exc:
+        raise MappingFileError(f"not UTF-8 text ({exc.reason})", path=str(file)) from None
+    except OSError as exc:
+        raise MappingFileError(f"cannot read it: {exc.strerror}", path=str(file)) from None
+    return load_mapping_text(text, name=str(file))

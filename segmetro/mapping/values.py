@@ -1,0 +1,633 @@
+"""Runtime building blocks of value expressions: each compiles, once, into ``(event) -> value``.
+
+The loader validates a mapping file and calls these constructors; nothing here parses YAML or
+knows about line numbers. A result may be :data:`MISSING` (the expression found nothing), which
+is different from ``null``: keys whose value is missing are dropped, ``null`` is kept.
+
+Where Segment's mapping-kit defines a directive, the semantics follow its source
+(``packages/core/src/mapping-kit/index.ts``, ``placeholders.ts``, ``get.ts``), JavaScript
+stringification included, so a replay sends the values the live destination would have sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from segmetro.models import JsonObject
+
+
+class _Missing:
+    """The type of :data:`MISSING`; falsy, a singleton even across pickling."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+#: What an expression yields when it found nothing (JavaScript's ``undefined`` in Segment).
+MISSING: Final = _Missing()
+
+#: A compiled value expression.
+Expr = Callable[[JsonObject], Any]
+
+
+class ExpressionFailure(Exception):
+    """A conversion (``@number``) that failed for one event: that event is rejected."""
+
+
+def describe(value: Any, limit: int = 80) -> str:
+    """A short JSON rendering of a value for reject details and messages."""
+    if value is MISSING:
+        return "missing"
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- JavaScript strings
+
+
+def js_number(value: int | float) -> str:
+    """``String(n)`` as JavaScript writes it: ``1.0`` → ``"1"``, ``1e21`` → ``"1e+21"``.
+
+    Integers stay exact (JavaScript would round those beyond 2**53; the exact digits are what the
+    sender meant).
+    """
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    sign = "-" if value < 0 else ""
+    dec = Decimal(repr(abs(value))).normalize()
+    _, digit_tuple, exponent = dec.as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple))
+    k = len(digits)
+    n = exponent + k  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        body = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        body = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + body
+
+
+def js_string(value: Any) -> str:
+    """``String(value)`` in JavaScript, for the values a JSON event can hold."""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int | float):
+        return js_number(value)
+    if value is None:
+        return "null"
+    if value is MISSING:
+        return "undefined"
+    if isinstance(value, list):
+        return ",".join(
+            "" if item is None or item is MISSING else js_string(item) for item in value
+        )
+    return "[object Object]"
+
+
+def js_truthy(value: Any) -> bool:
+    """JavaScript truthiness (``[]`` and ``{}`` are truthy, ``0`` and ``""`` are not)."""
+    if value is None or value is MISSING or value is False:
+        return False
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return bool(value)
+    return True
+
+
+def _loosely_empty(value: Any) -> bool:
+    """JavaScript ``value == ''`` for a value that is neither null nor undefined."""
+    if isinstance(value, str):
+        return value == ""
+    if isinstance(value, bool):
+        return value is False
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, list):
+        return js_string(value) == ""
+    return False
+
+
+def decimal_text(value: int | float) -> str:
+    """A number as a plain decimal string, never in exponent form (``1e-07`` → ``0.0000001``).
+
+    Used by ``@string`` and ``string_properties``: Metronome recommends string property values so
+    that it can read them as arbitrary-precision decimals. Floats keep Python's shortest round-trip
+    digits (``1.5`` → ``"1.5"``, ``1.0`` → ``"1.0"``).
+    """
+    if isinstance(value, int):
+        return str(value)
+    text = repr(value)
+    if "e" not in text and "E" not in text:
+        return text
+    return format(Decimal(text), "f")
+
+
+# --------------------------------------------------------------------------- constants
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def constant(value: Any) -> Expr:
+    """A literal; containers are copied per event so no consumer can alter the mapping."""
+    if isinstance(value, dict | list):
+        return lambda _event: _copy(value)
+    return lambda _event: value
+
+
+class ObjectExpr:
+    """An object whose values are expressions; keys whose value is missing are dropped."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[tuple[str, Expr]]) -> None:
+        self.items = tuple(items)
+
+    def __call__(self, event: JsonObject) -> JsonObject:
+        out: JsonObject = {}
+        for key, expr in self.items:
+            value = expr(event)
+            if value is not MISSING:
+                out[key] = value
+        return out
+
+
+def list_expr(items: Sequence[Expr]) -> Expr:
+    """A list of expressions; a missing element becomes ``null`` (as JSON.stringify writes it)."""
+    exprs = tuple(items)
+
+    def evaluate(event: JsonObject) -> list[Any]:
+        out = []
+        for expr in exprs:
+            value = expr(event)
+            out.append(None if value is MISSING else value)
+        return out
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- JSONPath
+
+_MULTI_NODES = frozenset(
+    {"Wildcard", "Slice", "Descendants", "Filter", "Union", "Where", "WhereNot", "Intersect"}
+)
+
+
+def _parse_jsonpath(text: str) -> Any:
+    from jsonpath_ng.ext.parser import parse
+
+    try:
+        return parse(text)
+    except Exception as exc:  # noqa: BLE001 - jsonpath-ng raises assorted exception types
+        message = str(exc) or type(exc).__name__
+        raise ValueError(f"invalid JSONPath {text!r}: {message}") from None
+
+
+def simple_steps(parsed: Any) -> list[str | int] | None:
+    """The steps of a path made only of plain names and single indices, or None.
+
+    ``$.a['b'][0]`` → ``["a", "b", 0]``: a string step looks a key up in an object, an integer
+    step indexes a list (negative from the end), exactly as jsonpath-ng does.
+    """
+    from jsonpath_ng.jsonpath import Child, Fields, Index, Root
+
+    steps: list[str | int] = []
+    node = parsed
+    while type(node) is Child:
+        right = node.right
+        if type(right) is Fields and len(right.fields) == 1 and right.fields[0] != "*":
+            steps.append(str(right.fields[0]))
+        elif type(right) is Index and len(getattr(right, "indices", ())) == 1:
+            steps.append(int(right.indices[0]))
+        else:
+            return None
+        node = node.left
+    if type(node) is not Root:
+        return None
+    steps.reverse()
+    return steps
+
+
+def _is_multi(node: Any) -> bool:
+    """Whether a parsed path can match several values (wildcards, filters, slices, ...)."""
+    name = type(node).__name__
+    if name in _MULTI_NODES:
+        return True
+    if name == "Fields":
+        return len(node.fields) != 1 or node.fields[0] == "*"
+    if name == "Index":
+        return len(getattr(node, "indices", (0,))) != 1
+    return any(_is_multi(getattr(node, side)) for side in ("left", "right") if hasattr(node, side))
+
+
+def steps_getter(steps: Sequence[str | int]) -> Expr:
+    """Plain dict/list lookups for a simple path; returns what jsonpath-ng would, or MISSING."""
+    keys = tuple(steps)
+    if not keys:
+        return lambda event: event
+    if all(type(key) is str for key in keys):
+        # Only an object can be indexed by a string: any other value raises TypeError.
+        if len(keys) == 1:
+            (k1,) = keys
+
+            def get1(event: Any) -> Any:
+                try:
+                    return event[k1]
+                except (KeyError, TypeError):
+                    return MISSING
+
+            return get1
+        if len(keys) == 2:
+            k1, k2 = keys
+
+            def get2(event: Any) -> Any:
+                try:
+                    return event[k1][k2]
+                except (KeyError, TypeError):
+                    return MISSING
+
+            return get2
+        if len(keys) == 3:
+            k1, k2, k3 = keys
+
+            def get3(event: Any) -> Any:
+                try:
+                    return event[k1][k2][k3]
+                except (KeyError, TypeError):
+                    return MISSING
+
+            return get3
+
+        def get_names(event: Any) -> Any:
+            value = event
+            try:
+                for key in keys:
+                    value = value[key]
+            except (KeyError, TypeError):
+                return MISSING
+            return value
+
+        return get_names
+
+    def get_mixed(event: Any) -> Any:
+        value = event
+        for key in keys:
+            if type(key) is str:
+                if not isinstance(value, dict) or key not in value:
+                    return MISSING
+            elif not isinstance(value, list) or not -len(value) <= key < len(value):  # type: ignore[operator]
+                return MISSING
+            value = value[key]
+        return value
+
+    return get_mixed
+
+
+def jsonpath_expr(text: str) -> Expr:
+    """Compile a JSONPath (jsonpath-ng extended syntax); raises ``ValueError`` if it is invalid.
+
+    A path without wildcards, filters or slices yields its value or MISSING; simple ones (names,
+    ``['k']``, ``[0]``) become plain lookups. Any other path yields the list of its matches.
+    """
+    parsed = _parse_jsonpath(text)
+    steps = simple_steps(parsed)
+    if steps is not None:
+        return steps_getter(steps)
+    find = parsed.find
+    if _is_multi(parsed):
+        return lambda event: [match.value for match in find(event)]
+
+    def first(event: JsonObject) -> Any:
+        matches = find(event)
+        return matches[0].value if matches else MISSING
+
+    return first
+
+
+def reference_jsonpath(text: str) -> Callable[[Any], Any]:
+    """jsonpath-ng alone, without the fast path: what the fast path must agree with (tests)."""
+    parsed = _parse_jsonpath(text)
+
+    def evaluate(event: Any) -> Any:
+        matches = parsed.find(event)
+        return matches[0].value if matches else MISSING
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- @template
+
+_PLACEHOLDER = re.compile(r"\{\{\{([^}]+)\}\}\}|\{\{([^}]+)\}\}")
+_GET_TOKENS = re.compile(r"[^\[.\]]+")
+_HTML_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "'": "&#39;",
+    "/": "&#x2F;",
+    "`": "&#x60;",
+    "=": "&#x3D;",
+}
+_HTML_CHARS = re.compile(r"[&<>\"'`=/]")
+
+
+def _segment_get(data: Any, tokens: Sequence[str]) -> Any:
+    """Segment's ``get``: walk dotted / bracketed tokens; a falsy step value is returned as is."""
+    value = data
+    for token in tokens:
+        if not js_truthy(value) and not isinstance(value, dict | list):
+            return value  # JavaScript `prev && prev[key]`
+        if isinstance(value, dict):
+            value = value.get(token, MISSING)
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return MISSING
+    return value
+
+
+def template_expr(template: str) -> Expr:
+    """Segment's ``@template``: ``{{path}}`` is HTML-escaped (as Segment does), ``{{{path}}}`` not.
+
+    A missing or null value renders as ``""``; other values as JavaScript's ``String()`` would
+    (``true`` → ``"true"``, ``1.0`` → ``"1"``, an object → ``"[object Object]"``).
+    """
+    parts: list[str | tuple[tuple[str, ...], bool]] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        if match.start() > position:
+            parts.append(template[position : match.start()])
+        raw, escape = (
+            (match.group(1), False) if match.group(1) is not None else (match.group(2), True)
+        )
+        parts.append((tuple(_GET_TOKENS.findall(raw.strip())), escape))
+        position = match.end()
+    if position < len(template):
+        parts.append(template[position:])
+    if all(isinstance(part, str) for part in parts):
+        return constant(template)
+    frozen = tuple(parts)
+
+    def render(event: JsonObject) -> str:
+        out: list[str] = []
+        for part in frozen:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            tokens, escape = part
+            value = _segment_get(event, tokens)
+            if value is None or value is MISSING:
+                continue
+            if isinstance(value, str):
+                if escape:
+                    value = _HTML_CHARS.sub(lambda m: _HTML_ESCAPES[m.group(0)], value)
+                out.append(value)
+            else:
+                out.append(js_string(value))
+        return "".join(out)
+
+    return render
+
+
+# --------------------------------------------------------------------------- directives
+
+
+def if_expr(*, condition: Expr, blank: bool, then: Expr | None, otherwise: Expr | None) -> Expr:
+    """``@if``: ``exists`` = not missing/null; ``blank`` also needs ``value != ''`` (loosely).
+
+    The loader passes ``otherwise=None`` when Segment would skip the ``else`` branch (a falsy
+    ``else`` literal), so a missing branch yields MISSING as in Segment.
+    """
+
+    def evaluate(event: JsonObject) -> Any:
+        value = condition(event)
+        holds = value is not MISSING and value is not None
+        if holds and blank:
+            holds = not _loosely_empty(value)
+        if holds:
+            return then(event) if then is not None else MISSING
+        return otherwise(event) if otherwise is not None else MISSING
+
+    return evaluate
+
+
+def case_expr(*, operator: str, value: Expr) -> Expr:
+    """``@case``: lower or upper case strings; other values pass through unchanged."""
+    upper = operator == "upper"
+
+    def evaluate(event: JsonObject) -> Any:
+        result = value(event)
+        if isinstance(result, str):
+            return result.upper() if upper else result.lower()
+        return result
+
+    return evaluate
+
+
+def _js_replacer(replacement: str) -> Callable[[re.Match[str]], str] | str:
+    """JavaScript's replacement-string patterns (``$$``, ``$&``, ``$```, ``$'``)."""
+    if "$" not in replacement:
+        return replacement.replace("\\", "\\\\")
+
+    def expand(match: re.Match[str]) -> str:
+        out: list[str] = []
+        i = 0
+        text = replacement
+        while i < len(text):
+            char = text[i]
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if char == "$" and nxt in ("$", "&", "`", "'"):
+                if nxt == "$":
+                    out.append("$")
+                elif nxt == "&":
+                    out.append(match.group(0))
+                elif nxt == "`":
+                    out.append(match.string[: match.start()])
+                else:
+                    out.append(match.string[match.end() :])
+                i += 2
+            else:
+                out.append(char)
+                i += 1
+        return "".join(out)
+
+    return expand
+
+
+def replace_expr(
+    *,
+    value: Expr,
+    pattern: str,
+    replacement: str,
+    global_: bool,
+    ignorecase: bool,
+    pattern2: str | None,
+    replacement2: str,
+) -> Expr:
+    """``@replace`` as Segment: literal pattern(s), numbers and booleans stringified first.
+
+    A value that is not a string, number or boolean (missing and null included) gives ``""``,
+    exactly as Segment does.
+    """
+    flags = re.IGNORECASE if ignorecase else 0
+    count = 0 if global_ else 1
+    first = re.compile(re.escape(pattern), flags)
+    first_repl = _js_replacer(replacement)
+    second = re.compile(re.escape(pattern2), flags) if pattern2 else None
+    second_repl = _js_replacer(replacement2)
+
+    def evaluate(event: JsonObject) -> str:
+        result = value(event)
+        if isinstance(result, bool | int | float) and not isinstance(result, str):
+            result = js_string(result)
+        if not isinstance(result, str):
+            return ""
+        result = first.sub(first_repl, result, count=count)
+        if second is not None:
+            result = second.sub(second_repl, result, count=count)
+        return result
+
+    return evaluate
+
+
+def merge_expr(*, objects: Sequence[Expr], left: bool) -> Expr:
+    """``@merge``: ``Object.assign`` of the objects; later ones win (earlier ones with ``left``).
+
+    Values that are not objects are skipped.
+    """
+    exprs = tuple(reversed(objects)) if left else tuple(objects)
+
+    def evaluate(event: JsonObject) -> JsonObject:
+        out: JsonObject = {}
+        for expr in exprs:
+            item = expr(event)
+            if isinstance(item, dict):
+                out.update(item)
+        return out
+
+    return evaluate
+
+
+def coalesce_expr(items: Sequence[Expr]) -> Expr:
+    """``@coalesce``: the first value that is neither missing nor null, else MISSING."""
+    exprs = tuple(items)
+
+    def evaluate(event: JsonObject) -> Any:
+        for expr in exprs:
+            result = expr(event)
+            if result is not MISSING and result is not None:
+                return result
+        return MISSING
+
+    return evaluate
+
+
+def hash_values(values: Sequence[Any]) -> str:
+    """Hex SHA-256 of the values' canonical encoding: a compact JSON array, object keys sorted,
+    a missing value written as ``null``."""
+    items = [None if item is MISSING else item for item in values]
+    try:
+        encoded = orjson.dumps(items, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # e.g. integers beyond 64 bits
+        encoded = json.dumps(
+            items, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def hash_expr(items: Sequence[Expr]) -> Expr:
+    """``@hash``: a deterministic id for sources without a stable one."""
+    exprs = tuple(items)
+    return lambda event: hash_values([expr(event) for expr in exprs])
+
+
+def string_expr(value: Expr) -> Expr:
+    """``@string``: numbers as plain decimals, booleans as ``true``/``false``, containers as JSON.
+
+    Missing and null pass through, so an absent property stays absent.
+    """
+
+    def evaluate(event: JsonObject) -> Any:
+        result = value(event)
+        if result is MISSING or result is None or isinstance(result, str):
+            return result
+        return to_text(result)
+
+    return evaluate
+
+
+def to_text(value: Any) -> str:
+    """A non-null value as text, for ``@string`` and ``string_properties``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return decimal_text(value)
+    return orjson.dumps(value).decode()
+
+
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def number_expr(value: Expr) -> Expr:
+    """``@number``: numbers pass, numeric strings are parsed; anything else fails the event.
+
+    Missing and null pass through. Booleans fail rather than become 0/1.
+    """
+
+    def evaluate(event: JsonObject) -> Any:
+        result = value(event)
+        if result is MISSING or result is None:
+            return result
+        if isinstance(result, int | float) and not isinstance(result, bool):
+            return result
+        if isinstance(result, str) and _NUMBER_TEXT.fullmatch(result):
+            if _INTEGER_TEXT.fullmatch(result):
+                return int(result)
+            number = float(result)
+            if number not in (float("inf"), float("-inf")):
+                return number
+        raise ExpressionFailure(f"@number: {describe(result)} is not a number")
+
+    return evaluate
