@@ -86,12 +86,12 @@ def main() -> None:
     # Segment re-delivers a few messages: the same messageId with the same content.
     first += [first[3], first[10]]
     # One message without a group, one far outside Metronome's 34-day window.
-    orphan = orjson.loads(first[5])
-    orphan["messageId"] = "ajs-orphan-0001"
-    del orphan["context"]["groupId"]
-    stale = orjson.loads(first[6])
-    stale["messageId"] = "ajs-stale-0001"
-    stale["timestamp"] = "2026-09-01T12:00:00.000Z"
+    billable = [
+        m for m in map(orjson.loads, first) if m.get("event") in ("API Call", "Job Completed")
+    ]
+    orphan = dict(billable[0], messageId="ajs-orphan-0001")
+    orphan["context"] = {k: v for k, v in orphan["context"].items() if k != "groupId"}
+    stale = dict(billable[1], messageId="ajs-stale-0001", timestamp="2026-09-01T12:00:00.000Z")
     first += [orjson.dumps(orphan), orjson.dumps(stale)]
     bad = [
         b'{"type": "track", "event": "API Call", "messageId": "ajs-trunc',

@@ -1,0 +1,442 @@
+"""The command line: options in, reports out. The only module that imports typer.
+
+Imports of the library happen inside the commands so that ``segmetro --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+app = typer.Typer(
+    name="segmetro",
+    help="Replay Segment event exports into Metronome's usage-billing API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MappingOpt = Annotated[
+    Path, typer.Option("--mapping", "-m", help="Mapping file (YAML).", show_default=False)
+]
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Files, directories, globs, '-' for stdin, or s3://bucket/prefix.",
+        show_default=False,
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Keep events whose mapped timestamp is at or after T (RFC 3339, date, 7d)."),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(help="Keep events whose mapped timestamp is before T.")
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option(help="Clock for Metronome's 34-day/24-hour ingest window (default: now)."),
+]
+RejectsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write every rejected event (JSON lines) here; the file is a valid INPUT."),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint for s3:// inputs."
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def reports_errors(command: F) -> F:
+    """Turn a SegmetroError into one line on stderr and its exit code, once, here."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from segmetro import output
+        from segmetro.errors import SegmetroError
+
+        try:
+            return command(*args, **kwargs)
+        except SegmetroError as exc:
+            output.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@reports_errors
+def init(
+    out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the mapping.")] = Path(
+        "mapping.yaml"
+    ),
+    from_segment: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-segment",
+            help="Convert a Segment action's settings JSON (subscribe + mapping) instead.",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starter mapping: the defaults of Segment's Metronome (Actions) destination."""
+    import orjson
+
+    from segmetro import output
+    from segmetro.errors import ConfigError
+    from segmetro.mapping import load_mapping_text, mapping_from_segment, starter_mapping_text
+
+    if from_segment is None:
+        text = starter_mapping_text()
+    else:
+        try:
+            action = orjson.loads(from_segment.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {from_segment}: {exc.strerror}.") from None
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{from_segment} is not JSON: {exc}.") from None
+        text = mapping_from_segment(action, source_name=str(from_segment))
+    load_mapping_text(text, name=str(out))
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; use --force to overwrite it.")
+    out.write_text(text, encoding="utf-8")
+    output.info(f"wrote {out}")
+
+
+@app.command()
+@reports_errors
+def validate(
+    mapping: Annotated[Path, typer.Argument(help="Mapping file (YAML).", show_default=False)],
+    sample: Annotated[
+        list[str] | None,
+        typer.Option(help="Run the mapping over this input and report how each field fares."),
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Treat warnings as errors (exit 2).")] = False,
+    now: NowOpt = None,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Check a mapping: its expressions and triggers, and optionally its effect on a sample."""
+    from segmetro import output
+    from segmetro.errors import ConfigError
+    from segmetro.mapping import load_mapping
+    from segmetro.pipeline import run_sample
+    from segmetro.sources import open_inputs
+    from segmetro.window import Window
+
+    mappings = load_mapping(mapping)
+    for warn in mappings.warnings:
+        output.warning(str(warn))
+    if strict and mappings.warnings:
+        raise ConfigError(f"{mapping}: {len(mappings.warnings)} warning(s) and --strict is set.")
+    names = ", ".join(m.name for m in mappings.mappings)
+    output.info(f"{mapping}: ok ({len(mappings.mappings)} mapping(s): {names})")
+    if not sample:
+        return
+    window = Window.from_options(since=None, until=None, now=now)
+    report = run_sample(mappings, open_inputs(sample, endpoint_url=endpoint_url), window=window)
+    output.summary(report.counts)
+    for row in report.stats.rows():
+        mapping_name, field_name, missing, matched = row
+        if matched and missing:
+            pct = 100.0 * missing / matched
+            output.info(
+                f"{mapping_name}: {field_name} empty in {pct:.0f}% of matched events "
+                f"({missing} of {matched})"
+            )
+    output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
+
+
+@app.command("map")
+@reports_errors
+def map_command(
+    mapping: MappingOpt,
+    inputs: InputsArg,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write events here (default: stdout).")
+    ] = None,
+    rejects: RejectsOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    now: NowOpt = None,
+    endpoint_url: EndpointOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the exact Metronome events as JSON lines, without sending anything.
+
+    Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
+    """
+    from segmetro import output
+    from segmetro.mapping import load_mapping
+    from segmetro.pipeline import run_map
+    from segmetro.sources import open_inputs
+    from segmetro.window import Window
+
+    mappings = load_mapping(mapping)
+    window = Window.from_options(since=since, until=until, now=now)
+    inputs_set = open_inputs(
+        inputs, endpoint_url=endpoint_url, since=window.since, until=window.until
+    )
+    with (
+        out.open("wb") if out is not None else _StdoutBytes() as sink,
+        output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
+    ):
+        report = run_map(
+            mappings,
+            inputs_set,
+            window=window,
+            out=sink,
+            rejects_path=rejects,
+            on_bytes=progress.advance,
+        )
+    output.summary(report.counts)
+    output.rejects(
+        report.rejects,
+        total=report.counts.rejected_total,
+        path=str(rejects) if rejects is not None else None,
+    )
+    if report.counts.rejected_total:
+        raise typer.Exit(1)
+
+
+class _StdoutBytes:
+    """stdout as a binary sink that is flushed, not closed, at the end."""
+
+    def __enter__(self) -> Any:
+        return sys.stdout.buffer
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.buffer.flush()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+@app.command()
+@reports_errors
+def replay(
+    mapping: MappingOpt,
+    inputs: InputsArg,
+    rejects: RejectsOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    now: NowOpt = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100, help="Events per request (Metronome takes at most 100).")
+    ] = 100,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Most requests in flight (adapts below this).")
+    ] = 16,
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, help="Client-side cap in events per second.")
+    ] = None,
+    api_url: Annotated[
+        str,
+        typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL."),
+    ] = "https://api.metronome.com",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per request.")] = 30.0,
+    max_retries: Annotated[
+        int, typer.Option(min=0, help="Retries per batch for 408/409/429/5xx/network errors.")
+    ] = 8,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary object on stdout.")
+    ] = False,
+    endpoint_url: EndpointOpt = None,
+    quiet: QuietOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
+) -> None:
+    """Send the mapped events to Metronome's /v1/ingest in batches.
+
+    The API token is read from METRONOME_BEARER_TOKEN and never printed.
+    Exit 0: all delivered, nothing rejected. 1: some events rejected or dead-lettered.
+    2: configuration error. 3: fatal delivery error (token refused, API unreachable,
+    retries exhausted). 130: interrupted.
+    """
+    import asyncio
+    import logging
+
+    from segmetro import output
+    from segmetro.delivery import SenderConfig
+    from segmetro.errors import ConfigError
+    from segmetro.mapping import load_mapping
+    from segmetro.pipeline import run_replay
+    from segmetro.sources import open_inputs
+    from segmetro.window import Window
+
+    if quiet and verbose:
+        raise ConfigError("Passing both --quiet and --verbose makes no sense.")
+    token = os.environ.get("METRONOME_BEARER_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "METRONOME_BEARER_TOKEN is not set: export your Metronome API token "
+            "(or use `segmetro map` / `replay --dry-run`, which send nothing)."
+        )
+    if verbose:
+        output.log_to_stderr(logging.DEBUG)
+    mappings = load_mapping(mapping)
+    window = Window.from_options(since=since, until=until, now=now)
+    inputs_set = open_inputs(
+        inputs, endpoint_url=endpoint_url, since=window.since, until=window.until
+    )
+    config = SenderConfig(
+        api_url=api_url,
+        token=token,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        rate=rate,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
+    with output.Progress(
+        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
+    ) as progress:
+        report = asyncio.run(
+            run_replay(
+                mappings,
+                inputs_set,
+                window=window,
+                sender=config,
+                rejects_path=rejects,
+                on_bytes=progress.advance,
+                on_tick=lambda counts, stats: progress.update(output.delivery_status(stats)),
+            )
+        )
+    if json_out:
+        output.write_json(report.to_json())
+    if report.fatal is not None:
+        output.error(report.fatal)
+    if not json_out or report.fatal is not None:
+        output.summary(report.counts, extra=output.delivery_extra(report.delivery))
+        output.rejects(
+            report.rejects,
+            total=report.counts.rejected_total,
+            path=str(rejects) if rejects is not None else None,
+        )
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("fake-metronome")
+@reports_errors
+def fake_metronome(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="METRONOME_BEARER_TOKEN",
+            show_envvar=True,
+            show_default=False,
+            help="Bearer token to accept (default: $METRONOME_BEARER_TOKEN, else test-token).",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible faults.")] = None,
+    now: Annotated[str | None, typer.Option(help="Fixed server clock (RFC 3339 or date).")] = None,
+    p_429: Annotated[float, typer.Option(help="Probability of a 429.")] = 0.0,
+    retry_after: Annotated[
+        float | None, typer.Option(help="Retry-After seconds on injected 429s.")
+    ] = None,
+    retry_after_ms: Annotated[
+        float | None, typer.Option(help="retry-after-ms on injected 429s.")
+    ] = None,
+    rate_limit_type: Annotated[
+        str, typer.Option(help="X-Metronome-Rate-Limit-Type: client or customer.")
+    ] = "client",
+    p_500: Annotated[float, typer.Option(help="Probability of a 500.")] = 0.0,
+    p_502: Annotated[float, typer.Option(help="Probability of a 502.")] = 0.0,
+    p_503: Annotated[float, typer.Option(help="Probability of a 503.")] = 0.0,
+    p_partial: Annotated[
+        float, typer.Option(help="Probability of a 500 after ingesting part of the batch.")
+    ] = 0.0,
+    p_drop: Annotated[
+        float, typer.Option(help="Probability of closing the connection without an answer.")
+    ] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(help="Random extra latency.")] = 0.0,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Token-bucket limit in events per second.")
+    ] = None,
+    rate_burst: Annotated[
+        float | None, typer.Option(help="Bucket size in events (default: one second's worth).")
+    ] = None,
+    fail_status: Annotated[
+        int | None, typer.Option(help="Answer every request with this status.")
+    ] = None,
+    fail_count: Annotated[
+        int | None, typer.Option(help="Only the first N requests get --fail-status.")
+    ] = None,
+    search_rate: Annotated[
+        float | None, typer.Option(help="Search requests per second before 429.")
+    ] = None,
+    known_customer: Annotated[
+        list[str] | None, typer.Option(help="Customer ids search reports as matched.")
+    ] = None,
+    billable_event_type: Annotated[
+        list[str] | None, typer.Option(help="event_types search reports as billable.")
+    ] = None,
+) -> None:
+    """Run a local fake of Metronome's ingest and search API, to rehearse a backfill.
+
+    It validates every request like Metronome, deduplicates by transaction_id, and can
+    inject faults. GET /_fake/state shows what it accepted. Stop it with Ctrl-C.
+    """
+    from segmetro import output
+    from segmetro.fake_metronome import FakeConfig, serve
+    from segmetro.window import parse_when
+
+    clock = None
+    if now is not None:
+        from datetime import UTC, datetime
+
+        clock = parse_when(now, now=datetime.now(UTC), option="--now")
+    config = FakeConfig(
+        token=token or "test-token",
+        now=clock,
+        seed=seed,
+        p_429=p_429,
+        retry_after=retry_after,
+        retry_after_ms=retry_after_ms,
+        rate_limit_type=rate_limit_type,
+        p_500=p_500,
+        p_502=p_502,
+        p_503=p_503,
+        p_partial=p_partial,
+        p_drop=p_drop,
+        latency_ms=latency_ms,
+        latency_jitter_ms=latency_jitter_ms,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        fail_status=fail_status,
+        fail_count=fail_count,
+        search_rate=search_rate,
+        known_customers=frozenset(known_customer) if known_customer else None,
+        billable_event_types=frozenset(billable_event_type) if billable_event_type else None,
+    )
+    state = serve(
+        config,
+        host=host,
+        port=port,
+        ready=lambda url: output.info(
+            f"fake Metronome listening on {url} (state: {url}/_fake/state); Ctrl-C stops it"
+        ),
+    )
+    output.info(
+        f"accepted {state.events_accepted} events in {state.requests} requests "
+        f"({state.duplicates_ignored} duplicates ignored, {state.batches_rejected_400} "
+        f"batches rejected)"
+    )

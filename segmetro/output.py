@@ -1,0 +1,190 @@
+"""What the user sees on stderr: summaries, rejects, warnings, progress. rich lives here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from segmetro.models import Counts, Reject
+
+
+def console() -> Console:
+    """A stderr console built at call time, so redirected streams (tests, cron) are honoured."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    console().print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
+def warning(message: str) -> None:
+    console().print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def info(message: str) -> None:
+    console().print(escape(message))
+
+
+def counts_lines(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> list[str]:
+    """The summary as plain lines; the wording is part of the contract (tests pin it)."""
+    head = (
+        f"read {counts.read}, matched {counts.matched}, filtered {counts.filtered}, "
+        f"outside window {counts.outside_window}, emitted {counts.emitted}, "
+        f"duplicates {counts.duplicates}, rejected {counts.rejected_total}"
+    )
+    lines = [head]
+    if extra:
+        lines.append(", ".join(f"{name} {value}" for name, value in extra))
+    if counts.rejected:
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items()))
+        lines.append(f"rejected by reason: {by_reason}")
+    return lines
+
+
+def summary(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> None:
+    out = console()
+    for line in counts_lines(counts, extra=extra):
+        out.print(escape(line))
+
+
+def rejects(shown: Iterable[Reject], *, total: int, path: str | None) -> None:
+    """Show the first rejects with their coordinates, and where the rest are."""
+    out = console()
+    listed = 0
+    for reject in shown:
+        where = f" [{reject.mapping}]" if reject.mapping else ""
+        out.print(escape(f"  {reject.source}{where} {reject.reason}: {reject.detail}"))
+        listed += 1
+    if path is not None:
+        out.print(escape(f"all {total} rejects written to {path}"))
+    elif total > listed:
+        out.print(escape(f"  ... and {total - listed} more (use --rejects FILE to keep them all)"))
+
+
+class Progress:
+    """A rich progress bar on a terminal; a plain status line every few seconds otherwise."""
+
+    def __init__(
+        self, *, total_bytes: int | None, quiet: bool, interval: float = 5.0, label: str = "read"
+    ) -> None:
+        self.total_bytes = total_bytes
+        self.quiet = quiet
+        self.interval = interval
+        self.label = label
+        self.done_bytes = 0
+        self.status = ""
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._console = console()
+        self._live = not quiet and self._console.is_terminal
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self._live:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=self._console,
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total_bytes, status="")
+        return self
+
+    def advance(self, nbytes: int) -> None:
+        self.done_bytes += nbytes
+        if self._bar is not None:
+            self._bar.update(self._task, advance=nbytes)
+
+    def update(self, status: str) -> None:
+        """Set the status text; off a terminal, print it at most every `interval` seconds."""
+        self.status = status
+        if self._bar is not None:
+            self._bar.update(self._task, status=escape(status))
+            return
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self.interval:
+            self._last_line = now
+            self._console.print(escape(self.plain_line(now)))
+
+    def plain_line(self, now: float | None = None) -> str:
+        elapsed = (now if now is not None else time.monotonic()) - self._started
+        if self.total_bytes:
+            pct = 100.0 * self.done_bytes / self.total_bytes
+            where = f"{self.done_bytes}/{self.total_bytes} bytes ({pct:.0f}%)"
+        else:
+            where = f"{self.done_bytes} bytes"
+        return f"[{elapsed:6.1f}s] {self.label} {where} {self.status}".rstrip()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(exc_type, exc, tb)
+            self._bar = None
+
+
+def delivery_status(stats: Any) -> str:
+    """One status line of the sender's live counters."""
+    rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
+    return (
+        f"sent {stats.sent} ({rate:.0f}/s), failed {stats.failed}, retrying {stats.retrying}, "
+        f"in flight {stats.in_flight}, concurrency {stats.concurrency}"
+    )
+
+
+def delivery_extra(stats: Any) -> list[tuple[str, Any]]:
+    rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
+    return [
+        ("sent", stats.sent),
+        ("batches", stats.batches),
+        ("retries", stats.retries),
+        ("429s", stats.rate_limited),
+        ("elapsed", f"{stats.elapsed:.1f}s"),
+        ("events/s", f"{rate:.0f}"),
+    ]
+
+
+def log_to_stderr(level: int) -> None:
+    """Route library logging (per-batch detail) to stderr through rich."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console(), show_path=False, rich_tracebacks=False)
+    root = logging.getLogger("segmetro")
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def write_json(obj: Any) -> None:
+    """The one machine-readable object of `--json`, on stdout."""
+    import orjson
+
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()

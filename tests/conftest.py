@@ -1,0 +1,53 @@
+"""Shared fixtures: a quiet, stable terminal; the CLI runner; a fake Metronome on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segmetro.fake_metronome import FakeConfig, FakeMetronome
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+#: The sample export was made on this day; tests pin Metronome's ingest window to it.
+SAMPLES_NOW = "2026-11-26T00:00:00Z"
+SAMPLES_NOW_DT = datetime(2026, 11, 26, tzinfo=UTC)
+TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
+
+
+@pytest.fixture(autouse=True)
+def _stable_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No colours, no terminal detection, a wide console: output is plain and comparable."""
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.delenv("METRONOME_BEARER_TOKEN", raising=False)
+    monkeypatch.delenv("METRONOME_BASE_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def fake_metronome() -> Iterator[Callable[..., FakeMetronome]]:
+    """Start fake Metronome servers with the given config; all are stopped at teardown."""
+    started: list[FakeMetronome] = []
+
+    def start(**overrides: object) -> FakeMetronome:
+        options: dict[str, object] = {"token": TOKEN, "now": SAMPLES_NOW_DT}
+        options.update(overrides)
+        server = FakeMetronome(FakeConfig(**options))  # type: ignore[arg-type]
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
