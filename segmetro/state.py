@@ -1,0 +1,690 @@
+"""SQLite state: runs, checkpoints, the sent ledger and the run lock (design §6).
+
+Metronome cannot undo anything and silently ignores a second event with a known
+``transaction_id``, so this file is the only record of what was sent. It must survive
+``kill -9`` at any instant: the database runs in WAL mode, and every flush of ledger entries and
+checkpoints is one transaction, so a crash leaves either all of a flush or none of it.
+
+Timestamps are stored and returned as RFC 3339 UTC strings with milliseconds (the same normal
+form as payload timestamps), so they compare correctly as text.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from segmetro.dedup import canonical_bytes, payload_digest
+from segmetro.errors import LockedError, StateError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Checkpoint",
+    "CheckpointTracker",
+    "LedgerEntry",
+    "LockInfo",
+    "RunInfo",
+    "StateDB",
+    "format_time",
+    "new_run_id",
+]
+
+#: Version of the schema this code writes; older files are migrated on open.
+SCHEMA_VERSION = 2
+
+#: Host parameters per ``IN (...)`` query: below SQLite's historical limit of 999.
+_IN_CHUNK = 500
+
+#: Option names never written to the runs table, whatever the caller passes.
+_SECRET_WORDS = ("token", "secret", "password", "authorization", "credential", "api_key")
+
+_APP_TABLES = {"runs", "checkpoints", "ledger", "lock"}
+
+# Version 1: the first, minimal schema (no payloads, options, hosts or done flags).
+_SCHEMA_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL,
+    ended_at TEXT, exit_code INTEGER
+);
+CREATE TABLE checkpoints (
+    source TEXT PRIMARY KEY, identity TEXT NOT NULL, line INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE ledger (
+    transaction_id TEXT PRIMARY KEY, digest BLOB NOT NULL, sent_at TEXT NOT NULL, run_id TEXT
+);
+CREATE TABLE lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL
+);
+"""
+
+_SCHEMA_V2 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL,
+    ended_at TEXT, exit_code INTEGER,
+    options TEXT NOT NULL DEFAULT '{}', counts TEXT, pid INTEGER, host TEXT
+);
+CREATE TABLE checkpoints (
+    source TEXT PRIMARY KEY, identity TEXT NOT NULL, line INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, run_id TEXT
+);
+CREATE TABLE ledger (
+    transaction_id TEXT PRIMARY KEY, digest BLOB NOT NULL, sent_at TEXT NOT NULL, run_id TEXT,
+    payload TEXT, mapping TEXT, event_type TEXT, event_day TEXT, event_time TEXT
+);
+CREATE INDEX ledger_event_time ON ledger (event_time);
+CREATE TABLE lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT ''
+);
+"""
+
+_MIGRATE_1_TO_2 = """
+ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE runs ADD COLUMN counts TEXT;
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN host TEXT;
+ALTER TABLE checkpoints ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE checkpoints ADD COLUMN run_id TEXT;
+ALTER TABLE ledger ADD COLUMN payload TEXT;
+ALTER TABLE ledger ADD COLUMN mapping TEXT;
+ALTER TABLE ledger ADD COLUMN event_type TEXT;
+ALTER TABLE ledger ADD COLUMN event_day TEXT;
+ALTER TABLE ledger ADD COLUMN event_time TEXT;
+CREATE INDEX ledger_event_time ON ledger (event_time);
+ALTER TABLE lock ADD COLUMN host TEXT NOT NULL DEFAULT '';
+"""
+
+#: ``_MIGRATIONS[v]`` turns a version-v file into version v + 1.
+_MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2}
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds; a naive datetime is read as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique enough for concurrent starts on many hosts."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _scrub(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop anything that looks like a credential, recursively: tokens never reach the file."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if any(word in str(key).lower() for word in _SECRET_WORDS):
+            continue
+        out[str(key)] = _scrub(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts as alive)."""
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far one source object is done: every event of lines ≤ ``line`` is resolved."""
+
+    source: str
+    identity: str
+    line: int
+    done: bool = False
+    updated_at: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One delivered event: what Metronome now holds for this ``transaction_id``."""
+
+    transaction_id: str
+    digest: bytes
+    payload: dict[str, Any] | None = None  # None only for entries migrated from schema v1
+    sent_at: str | None = None
+    run_id: str | None = None
+    mapping: str | None = None
+    event_type: str | None = None
+    event_day: str | None = None
+    event_time: str | None = None
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: Mapping[str, Any],
+        *,
+        mapping: str | None = None,
+        run_id: str | None = None,
+        sent_at: str | None = None,
+        digest: bytes | None = None,
+    ) -> LedgerEntry:
+        """Build an entry from a mapped Metronome payload (digest computed unless given)."""
+        timestamp = payload.get("timestamp")
+        event_time = timestamp if isinstance(timestamp, str) else None
+        event_type = payload.get("event_type")
+        return cls(
+            transaction_id=str(payload["transaction_id"]),
+            digest=digest if digest is not None else payload_digest(payload),
+            payload=dict(payload),
+            sent_at=sent_at,
+            run_id=run_id,
+            mapping=mapping,
+            event_type=None if event_type is None else str(event_type),
+            event_day=event_time[:10] if event_time else None,
+            event_time=event_time,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One row of the runs table."""
+
+    id: str
+    command: str
+    started_at: str
+    ended_at: str | None
+    exit_code: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] | None = None
+    pid: int | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """Who holds (or held) the lock."""
+
+    run_id: str
+    pid: int
+    host: str
+    acquired_at: str
+
+    def describe(self) -> str:
+        host = self.host or "unknown host"
+        return f"run {self.run_id} (pid {self.pid} on host {host}) since {self.acquired_at}"
+
+
+_LEDGER_COLUMNS = (
+    "transaction_id, digest, payload, sent_at, run_id, mapping, event_type, event_day, event_time"
+)
+
+
+def _ledger_row(row: Sequence[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        transaction_id=row[0],
+        digest=bytes(row[1]),
+        payload=None if row[2] is None else orjson.loads(row[2]),
+        sent_at=row[3],
+        run_id=row[4],
+        mapping=row[5],
+        event_type=row[6],
+        event_day=row[7],
+        event_time=row[8],
+    )
+
+
+class StateDB:
+    """One open state file. Not for concurrent use by several threads at once."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        #: Set by :meth:`acquire_lock` when it took over a lock left by a dead process.
+        self.took_over: LockInfo | None = None
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> StateDB:
+        """Open or create a state file, migrating an older schema; refuse anything else."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the directory of state file {path}: {exc}") from exc
+        try:
+            conn = sqlite3.connect(
+                path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state file {path}: {exc}") from exc
+        try:
+            cls._prepare(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(_newer_message(path, version))
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if version < SCHEMA_VERSION:
+                _migrate(conn, path)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path} is not a usable segmetro state file: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: all or nothing, even under ``kill -9``."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write state file {self.path}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StateError(f"cannot write state file {self.path}: {exc}") from exc
+
+    # -- lock -------------------------------------------------------------------------------
+
+    def lock_holder(self) -> LockInfo | None:
+        row = self._conn.execute("SELECT run_id, pid, host, acquired_at FROM lock").fetchone()
+        return None if row is None else LockInfo(row[0], row[1], row[2], row[3])
+
+    def acquire_lock(self, run_id: str) -> LockInfo | None:
+        """Take the lock for ``run_id``; returns the stale lock it took over, if any.
+
+        A lock held by a live process, or by a process on another host (whose liveness cannot
+        be checked), raises :class:`LockedError`. A lock left on this host by a process that no
+        longer exists is taken over; the old holder is returned and kept in ``took_over``.
+        """
+        host = socket.gethostname()
+        pid = os.getpid()
+        stale: LockInfo | None = None
+        with self._transaction() as conn:
+            row = conn.execute("SELECT run_id, pid, host, acquired_at FROM lock").fetchone()
+            if row is not None:
+                holder = LockInfo(row[0], row[1], row[2], row[3])
+                if holder.run_id == run_id and holder.pid == pid and holder.host == host:
+                    return None
+                if holder.host != host or _pid_alive(holder.pid):
+                    raise LockedError(
+                        f"state file {self.path} is locked by {holder.describe()}; another "
+                        "segmetro run is using it. Wait for it to finish (a lock left by a "
+                        "crashed run on the same host is taken over automatically)."
+                    )
+                stale = holder
+            conn.execute(
+                "INSERT OR REPLACE INTO lock (id, run_id, pid, host, acquired_at) "
+                "VALUES (1, ?, ?, ?, ?)",
+                (run_id, pid, host, _now()),
+            )
+        self.took_over = stale
+        return stale
+
+    def release_lock(self, run_id: str) -> None:
+        """Release the lock if ``run_id`` holds it; a no-op otherwise."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM lock WHERE run_id = ?", (run_id,))
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def begin_run(
+        self, command: str, options: Mapping[str, Any], *, run_id: str | None = None
+    ) -> str:
+        """Record the start of a run; credential-like options are dropped before writing."""
+        run_id = run_id or new_run_id()
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (id, command, started_at, options, pid, host) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, command, _now(), _dumps(_scrub(options)), os.getpid(),
+                 socket.gethostname()),
+            )  # fmt: skip
+        return run_id
+
+    def end_run(self, run_id: str, counts: Mapping[str, Any], exit_code: int) -> None:
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET ended_at = ?, counts = ?, exit_code = ? WHERE id = ?",
+                (_now(), _dumps(dict(counts)), exit_code, run_id),
+            )
+            if cur.rowcount != 1:
+                raise StateError(f"no run {run_id} in state file {self.path}")
+
+    def runs(self, limit: int = 20) -> list[RunInfo]:
+        """The latest runs, newest first."""
+        rows = self._conn.execute(
+            "SELECT id, command, started_at, ended_at, exit_code, options, counts, pid, host "
+            "FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            RunInfo(
+                id=r[0],
+                command=r[1],
+                started_at=r[2],
+                ended_at=r[3],
+                exit_code=r[4],
+                options=orjson.loads(r[5]) if r[5] else {},
+                counts=None if r[6] is None else orjson.loads(r[6]),
+                pid=r[7],
+                host=r[8],
+            )
+            for r in rows
+        ]
+
+    # -- checkpoints and ledger ---------------------------------------------------------------
+
+    def checkpoint(self, source: str) -> Checkpoint | None:
+        row = self._conn.execute(
+            "SELECT source, identity, line, done, updated_at, run_id FROM checkpoints "
+            "WHERE source = ?",
+            (source,),
+        ).fetchone()
+        return None if row is None else _checkpoint_row(row)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._conn.execute(
+            "SELECT source, identity, line, done, updated_at, run_id FROM checkpoints "
+            "ORDER BY source"
+        ).fetchall()
+        return [_checkpoint_row(r) for r in rows]
+
+    def flush(
+        self,
+        *,
+        delivered: Iterable[LedgerEntry] = (),
+        checkpoints: Iterable[Checkpoint] = (),
+    ) -> None:
+        """Write delivered events and the checkpoints they allow in ONE transaction.
+
+        A checkpoint must never be on disk without the ledger entries before it, so callers
+        that advance both should use this rather than the two separate calls.
+        """
+        now = _now()
+        ledger_rows = [
+            (
+                e.transaction_id,
+                e.digest,
+                None if e.payload is None else canonical_bytes(e.payload).decode(),
+                e.sent_at or now,
+                e.run_id,
+                e.mapping,
+                e.event_type,
+                e.event_day,
+                e.event_time,
+            )
+            for e in delivered
+        ]
+        checkpoint_rows = [
+            (c.source, c.identity, c.line, int(c.done), c.updated_at or now, c.run_id)
+            for c in checkpoints
+        ]
+        if not ledger_rows and not checkpoint_rows:
+            return
+        with self._transaction() as conn:
+            # Metronome keeps the first payload for an id, so the ledger does too.
+            conn.executemany(
+                f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (transaction_id) DO NOTHING",
+                ledger_rows,
+            )
+            conn.executemany(
+                "INSERT INTO checkpoints (source, identity, line, done, updated_at, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+                "identity = excluded.identity, line = excluded.line, done = excluded.done, "
+                "updated_at = excluded.updated_at, run_id = excluded.run_id",
+                checkpoint_rows,
+            )
+
+    def save_checkpoints(self, updates: Iterable[Checkpoint]) -> None:
+        self.flush(checkpoints=updates)
+
+    def record_delivered(self, entries: Iterable[LedgerEntry]) -> None:
+        self.flush(delivered=entries)
+
+    def ledger_lookup(self, transaction_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        """Entries for the ids that are in the ledger (batched ``IN`` queries)."""
+        found: dict[str, LedgerEntry] = {}
+        unique = list(dict.fromkeys(transaction_ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE transaction_id IN ({marks})", chunk
+            ):
+                found[row[0]] = _ledger_row(row)
+        return found
+
+    def ledger_size(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+
+    def ledger_sample(self, n: int, *, since: datetime) -> list[LedgerEntry]:
+        """Up to ``n`` random entries whose event timestamp is at or after ``since``."""
+        rows = self._conn.execute(
+            f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE event_time >= ? ORDER BY random() LIMIT ?",
+            (format_time(since), n),
+        ).fetchall()
+        return [_ledger_row(r) for r in rows]
+
+
+def _checkpoint_row(row: Sequence[Any]) -> Checkpoint:
+    return Checkpoint(
+        source=row[0],
+        identity=row[1],
+        line=row[2],
+        done=bool(row[3]),
+        updated_at=row[4],
+        run_id=row[5],
+    )
+
+
+def _newer_message(path: Path, version: int) -> str:
+    return (
+        f"state file {path} was written by a newer segmetro (schema version {version}; this "
+        f"version understands up to {SCHEMA_VERSION}): upgrade segmetro to use it"
+    )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to ``SCHEMA_VERSION`` in one transaction (re-checked under the lock)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(_newer_message(path, version))
+        if version == 0:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if tables:
+                raise StateError(
+                    f"{path} is an SQLite file but not a segmetro state file "
+                    f"(it has tables {', '.join(sorted(tables))})"
+                )
+            _run_script(conn, _SCHEMA_V2)
+        else:
+            while version < SCHEMA_VERSION:
+                _run_script(conn, _MIGRATIONS[version])
+                version += 1
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit the open transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+# -- in-flight bookkeeping ---------------------------------------------------------------------
+
+
+class _SourceProgress:
+    __slots__ = ("counts", "finished", "last", "order", "reported")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}  # line -> unresolved events, only lines with some
+        self.order: deque[int] = deque()  # lines with unresolved events, ascending
+        self.last: int | None = None  # highest line registered
+        self.finished = False
+        self.reported: int | None = None
+
+
+class CheckpointTracker:
+    """Which line of each source is safe to checkpoint, while events resolve in any order.
+
+    The reader registers lines in increasing order with the number of outbound events each
+    produced (0 for filtered or rejected lines); each event is later resolved — acknowledged by
+    Metronome or written to the rejects file — in any order. Memory is proportional to the
+    events in flight, not to the lines read.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[str, _SourceProgress] = {}
+        self._pending = 0
+
+    def _progress(self, source: str) -> _SourceProgress:
+        progress = self._sources.get(source)
+        if progress is None:
+            progress = self._sources[source] = _SourceProgress()
+        return progress
+
+    def register(self, source: str, line: int, events: int = 0) -> None:
+        """Line ``line`` of ``source`` produced ``events`` outbound events still to resolve.
+
+        Registering the current last line again adds events to it.
+        """
+        if events < 0:
+            raise ValueError("events must be >= 0")
+        progress = self._progress(source)
+        if progress.finished:
+            raise ValueError(f"{source} is already finished")
+        if progress.last is not None and line < progress.last:
+            raise ValueError(f"{source}: line {line} registered after line {progress.last}")
+        progress.last = line
+        if events:
+            if line in progress.counts:
+                progress.counts[line] += events
+            else:
+                progress.counts[line] = events
+                progress.order.append(line)
+            self._pending += events
+
+    def resolve(self, source: str, line: int, events: int = 1) -> None:
+        """``events`` outbound events of that line were acknowledged or rejected."""
+        progress = self._sources.get(source)
+        remaining = None if progress is None else progress.counts.get(line)
+        if progress is None or remaining is None or remaining < events or events < 1:
+            raise ValueError(f"{source}:{line} has no {events} unresolved event(s)")
+        if remaining == events:
+            del progress.counts[line]
+            order = progress.order
+            while order and order[0] not in progress.counts:
+                order.popleft()
+        else:
+            progress.counts[line] = remaining - events
+        self._pending -= events
+
+    def finish(self, source: str) -> None:
+        """The reader has handed out every line of ``source``."""
+        self._progress(source).finished = True
+
+    def safe_line(self, source: str) -> int | None:
+        """Highest line L such that every line ≤ L is fully resolved; None before any line."""
+        progress = self._sources.get(source)
+        if progress is None or progress.last is None:
+            return None
+        if progress.order:
+            return progress.order[0] - 1
+        return progress.last
+
+    def is_done(self, source: str) -> bool:
+        """Finished reading and nothing left in flight."""
+        progress = self._sources.get(source)
+        return progress is not None and progress.finished and not progress.order
+
+    def pending(self, source: str | None = None) -> int:
+        """Unresolved events, for one source or all."""
+        if source is None:
+            return self._pending
+        progress = self._sources.get(source)
+        return 0 if progress is None else sum(progress.counts.values())
+
+    def advanced(self) -> dict[str, int]:
+        """Sources whose safe line moved since the last call, with the new safe line."""
+        out: dict[str, int] = {}
+        for source, progress in self._sources.items():
+            line = self.safe_line(source)
+            if line is not None and line != progress.reported:
+                progress.reported = line
+                out[source] = line
+        return out
+
+    def forget(self, source: str) -> None:
+        """Drop a finished source once its final checkpoint is saved."""
+        progress = self._sources.pop(source, None)
+        if progress is not None:
+            self._pending -= sum(progress.counts.values())
