@@ -148,7 +148,8 @@ class Mapping:
         try:
             return spec.expr(event)
         except ExpressionFailure as exc:
-            raise _Rejected(Reason.INVALID_FIELD, f"{spec.name}: {exc}") from None
+            name = ".".join([spec.name, *exc.keys])
+            raise _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - one odd event must not stop the run
             raise _Rejected(
                 Reason.EXPRESSION_ERROR,

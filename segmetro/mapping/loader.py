@@ -76,19 +76,36 @@ _TOP_KEYS = ("version", "defaults", "mappings")
 _MAPPING_KEYS = ("name", "trigger", "fields", "string_properties")
 _BOOL = "tag:yaml.org,2002:bool"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_REPLACED_TAGS = (_BOOL, _TIMESTAMP, _INT, _FLOAT)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with JSON-like scalars: no YAML 1.1 booleans (``on``/``no``), no dates."""
+    """SafeLoader with YAML 1.2 (JSON-like) scalars: ``on``/``no`` and dates stay strings,
+    ``1e-7`` is a number, ``0123`` is decimal and ``12:30`` is not sexagesimal."""
+
+    def construct_decimal_int(self, node: yaml.ScalarNode) -> int:
+        return int(str(self.construct_scalar(node)), 10)
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+_Loader.add_constructor(_INT, _Loader.construct_decimal_int)
 
 Node = yaml.Node
 

@@ -46,7 +46,14 @@ Expr = Callable[[JsonObject], Any]
 
 
 class ExpressionFailure(Exception):
-    """A conversion (``@number``) that failed for one event: that event is rejected."""
+    """A conversion (``@number``) that failed for one event: that event is rejected.
+
+    `keys` collects the object keys it passed through, to name the field (``properties.v``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.keys: list[str] = []
 
 
 def describe(value: Any, limit: int = 80) -> str:
@@ -184,7 +191,11 @@ class ObjectExpr:
     def __call__(self, event: JsonObject) -> JsonObject:
         out: JsonObject = {}
         for key, expr in self.items:
-            value = expr(event)
+            try:
+                value = expr(event)
+            except ExpressionFailure as exc:
+                exc.keys.insert(0, key)
+                raise
             if value is not MISSING:
                 out[key] = value
         return out
