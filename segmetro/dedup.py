@@ -31,7 +31,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
-__all__ = ["DedupResult", "RunDeduper", "canonical_bytes", "payload_digest"]
+__all__ = ["DedupResult", "RunDeduper", "canonical_bytes", "digest_canonical", "payload_digest"]
 
 _INDEX_TYPE = "I" if array("I").itemsize >= 4 else "L"
 _MAX_ENTRIES = (1 << (8 * array(_INDEX_TYPE).itemsize)) - 2
@@ -45,9 +45,14 @@ def canonical_bytes(payload: Mapping[str, Any]) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
 
 
+def digest_canonical(canonical: bytes) -> bytes:
+    """16-byte digest of already canonical bytes, so a payload is serialised only once."""
+    return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
 def payload_digest(payload: Mapping[str, Any]) -> bytes:
     """16-byte digest of the canonical payload: what the ledger stores to spot changed events."""
-    return hashlib.blake2b(canonical_bytes(payload), digest_size=16).digest()
+    return digest_canonical(canonical_bytes(payload))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from segmetro.dedup import canonical_bytes, payload_digest
+from segmetro.dedup import canonical_bytes, digest_canonical
 from segmetro.errors import LockedError, StateError
 
 __all__ = [
@@ -171,19 +171,29 @@ class Checkpoint:
     run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LedgerEntry:
-    """One delivered event: what Metronome now holds for this ``transaction_id``."""
+    """One delivered event: what Metronome now holds for this ``transaction_id``.
+
+    The payload is kept as its canonical JSON text and parsed only when asked for: lookups run
+    for every event of a re-run, diffs only for the few that changed. Not frozen, because a
+    frozen dataclass costs ~3x more to build on this hot path.
+    """
 
     transaction_id: str
     digest: bytes
-    payload: dict[str, Any] | None = None  # None only for entries migrated from schema v1
+    payload_json: str | None = None  # None only for entries migrated from schema v1
     sent_at: str | None = None
     run_id: str | None = None
     mapping: str | None = None
     event_type: str | None = None
     event_day: str | None = None
     event_time: str | None = None
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        """The payload that was sent, or None for entries from before payloads were kept."""
+        return None if self.payload_json is None else orjson.loads(self.payload_json)
 
     @classmethod
     def from_payload(
@@ -193,22 +203,24 @@ class LedgerEntry:
         mapping: str | None = None,
         run_id: str | None = None,
         sent_at: str | None = None,
-        digest: bytes | None = None,
+        canonical: bytes | None = None,
     ) -> LedgerEntry:
-        """Build an entry from a mapped Metronome payload (digest computed unless given)."""
+        """Build an entry from a mapped payload; pass ``canonical`` if the deduper made it."""
+        if canonical is None:
+            canonical = canonical_bytes(payload)
         timestamp = payload.get("timestamp")
         event_time = timestamp if isinstance(timestamp, str) else None
         event_type = payload.get("event_type")
         return cls(
-            transaction_id=str(payload["transaction_id"]),
-            digest=digest if digest is not None else payload_digest(payload),
-            payload=dict(payload),
-            sent_at=sent_at,
-            run_id=run_id,
-            mapping=mapping,
-            event_type=None if event_type is None else str(event_type),
-            event_day=event_time[:10] if event_time else None,
-            event_time=event_time,
+            str(payload["transaction_id"]),
+            digest_canonical(canonical),
+            canonical.decode(),
+            sent_at,
+            run_id,
+            mapping,
+            None if event_type is None else str(event_type),
+            event_time[:10] if event_time else None,
+            event_time,
         )
 
 
@@ -247,17 +259,7 @@ _LEDGER_COLUMNS = (
 
 
 def _ledger_row(row: Sequence[Any]) -> LedgerEntry:
-    return LedgerEntry(
-        transaction_id=row[0],
-        digest=bytes(row[1]),
-        payload=None if row[2] is None else orjson.loads(row[2]),
-        sent_at=row[3],
-        run_id=row[4],
-        mapping=row[5],
-        event_type=row[6],
-        event_day=row[7],
-        event_time=row[8],
-    )
+    return LedgerEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
 
 
 class StateDB:
@@ -460,7 +462,7 @@ class StateDB:
             (
                 e.transaction_id,
                 e.digest,
-                None if e.payload is None else canonical_bytes(e.payload).decode(),
+                e.payload_json,
                 e.sent_at or now,
                 e.run_id,
                 e.mapping,

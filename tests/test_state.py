@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segmetro
-from segmetro.dedup import payload_digest
+from segmetro.dedup import canonical_bytes, payload_digest
 from segmetro.errors import LockedError, StateError
 from segmetro.state import (
     SCHEMA_VERSION,
@@ -230,6 +230,8 @@ def test_ledger_record_lookup_and_first_payload_wins(tmp_path: Path) -> None:
         assert t4.event_time == "2024-05-01T10:00:00.000Z"
         assert t4.sent_at is not None
         assert db.ledger_lookup(["t5"])["t5"].payload == _payload("t5", n=5)
+        shared = canonical_bytes(_payload("t4", n=4))
+        assert LedgerEntry.from_payload(_payload("t4", n=4), canonical=shared).digest == t4.digest
         assert db.ledger_lookup([]) == {}
 
 
