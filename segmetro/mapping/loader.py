@@ -78,6 +78,7 @@ _BOOL = "tag:yaml.org,2002:bool"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
+_MERGE = "tag:yaml.org,2002:merge"
 _REPLACED_TAGS = (_BOOL, _TIMESTAMP, _INT, _FLOAT)
 
 
@@ -150,24 +151,31 @@ class _Compiler:
         """The entries of a YAML mapping as ``(key text, key node, value node)``; no duplicates."""
         if not isinstance(node, yaml.MappingNode):
             raise self.error(f"{what} must be a mapping (key: value)", node, key)
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.error("keys must be plain strings", key_node, key)
+            if key_node.tag == _MERGE:
+                continue
+            name = str(key_node.value)
+            if name in seen:
+                raise self.error(
+                    f"duplicate key {name!r} (first on line {seen[name]})",
+                    key_node,
+                    name if key is None else f"{key}.{name}",
+                )
+            seen[name] = key_node.start_mark.line + 1
         try:
-            self.loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+            self.loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor) go first
         except yaml.YAMLError as exc:
             raise self.error(f"bad merge key: {exc}", node, key) from None
-        out: list[tuple[str, Node, Node]] = []
-        seen: dict[str, int] = {}
+        out: dict[str, tuple[str, Node, Node]] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.error("keys must be plain strings", key_node, key)
             name = str(key_node.value)
-            sub = name if key is None else f"{key}.{name}"
-            if name in seen:
-                raise self.error(
-                    f"duplicate key {name!r} (first on line {seen[name]})", key_node, sub
-                )
-            seen[name] = key_node.start_mark.line + 1
-            out.append((name, key_node, value_node))
-        return out
+            out[name] = (name, key_node, value_node)  # an explicit key overrides a merged one
+        return list(out.values())
 
     def scalar(self, node: Node, key: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
