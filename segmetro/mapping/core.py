@@ -172,20 +172,24 @@ class Mapping:
         failure: _Rejected | None = None
         for spec in self.fields:
             expr = spec.expr
-            try:
-                if isinstance(expr, ObjectExpr):
-                    value: Any = {}
-                    for key, item in expr.items:
-                        sub = self._evaluate(FieldSpec(f"{spec.name}.{key}", item, key), event)
-                        seen.append((f"{spec.name}.{key}", sub))
-                        if sub is not MISSING:
-                            value[key] = sub
-                else:
+            if isinstance(expr, ObjectExpr):
+                value: Any = {}
+                for key, item in expr.items:
+                    name = f"{spec.name}.{key}"
+                    try:
+                        sub = self._evaluate(FieldSpec(name, item, spec.source), event)
+                    except _Rejected as exc:
+                        failure = failure or exc
+                        sub = MISSING  # a failed conversion counts as empty
+                    seen.append((name, sub))
+                    if sub is not MISSING:
+                        value[key] = sub
+            else:
+                try:
                     value = self._evaluate(spec, event)
-            except _Rejected as exc:
-                failure = failure or exc
-                value = MISSING
-            if not isinstance(expr, ObjectExpr):
+                except _Rejected as exc:
+                    failure = failure or exc
+                    value = MISSING
                 seen.append((spec.name, value))
             values.append(value)
         stats.record(self.name, seen)
