@@ -175,9 +175,9 @@ def test_properties_must_be_an_object() -> None:
     assert result.reason == Reason.INVALID_FIELD
     assert result.detail == "properties: expected an object, got 2 (expression $.properties.n)"
     for absent in ("$.nope", "$.properties.none"):
-        result = apply_one(mapping(properties=absent))
-        assert isinstance(result, Mapped)
-        assert "properties" not in result.payload
+        mapped = apply_one(mapping(properties=absent))
+        assert isinstance(mapped, Mapped)
+        assert "properties" not in mapped.payload
 
 
 def test_string_properties() -> None:
