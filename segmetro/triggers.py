@@ -459,8 +459,8 @@ class _Lexer:
         if not (coming is None or _is_terminator(coming) or coming in ".(=!"):
             name = "".join(out)
             what = (
-                f"{coming!r} cannot follow the name {name!r}: Segment needs a space "
-                "(or ',', ')', '.', '(', '=', '!') after a name"
+                f"{coming!r} cannot follow the name {name!r} (a name must be followed by a "
+                "space, ',', ')', '.', '(', '=' or '!')"
             )
             if coming == "\r":
                 what = f"carriage return ('\\r') after the name {name!r} is not allowed"
@@ -569,6 +569,8 @@ class _Parser:
         self.text = text
         self.notes: list[tuple[int, str]] = []
         self.first_drop: tuple[int, str] | None = None
+        #: identifiers glued to a number ('e3' in '1e3'): already explained, not "unknown"
+        self.number_tails: set[int] = set()
 
     def note(self, position: int, message: str) -> None:
         self.notes.append((position, message))
@@ -620,6 +622,7 @@ class _Parser:
                     f"with the text {tok.value} including the quote marks; use double quotes",
                 )
             if tok.kind == "number" and after.kind == "ident" and after.start == tok.end:
+                self.number_tails.add(after.start)
                 number = _js_string(_js_to_number(tok.value))
                 self.note(
                     tok.start,
@@ -678,7 +681,7 @@ class _Parser:
             elif token.kind == "parenleft":
                 if opener is not None:
                     raise self.fail(
-                        "nested parentheses: Segment supports only one level of parentheses",
+                        "nested parentheses (Segment supports only one level)",
                         token.start,
                     )
                 inner: list[_Tok] = []
@@ -727,6 +730,10 @@ class _Parser:
 
     def lint_skipped(self, run: list[_Tok], connective: str) -> None:
         first = run[0]
+        if first.start in self.number_tails:
+            if len(run) > 1:
+                self.lint_skipped(run[1:], connective)
+            return
         text = self.snippet(first.start, run[-1].end)
         if first.kind == "ident" and first.value.lower() in ("and", "or"):
             message = (
@@ -853,14 +860,13 @@ class _Parser:
             return
         if val.kind == "operator" and val.value == "=" and val.start == op.end:
             tail = (
-                f'compares {name} with the text "="'
+                f'Segment compares {name} with the text "="'
                 if cond.op in ("=", "!=")
-                else "this condition never matches"
+                else "the condition never matches; put a space after the operator"
             )
             self.note(
                 op.start,
-                f"'{op.value}=' is read as {op.value!r} followed by the value \"=\": "
-                f"Segment {tail}",
+                f"'{op.value}=' is read as {op.value!r} followed by the value \"=\": {tail}",
             )
         elif not (
             val.kind in ("string", "number", "null")
