@@ -63,7 +63,7 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-MISSING: Final = _Undefined()
+_MISSING: Final = _Undefined()
 _OPAQUE: Final = _Opaque()
 
 # Prototype members as of Node 20: Segment's plain-object lookups see them on every value.
@@ -181,7 +181,7 @@ def _utf16(text: str) -> bytes:
 
 
 def _js_falsy(value: Any) -> bool:
-    if value is None or value is MISSING or value is False:
+    if value is None or value is _MISSING or value is False:
         return True
     kind = type(value)
     if kind is str:
@@ -194,8 +194,8 @@ def _js_falsy(value: Any) -> bool:
 def _js_member(obj: Any, key: str) -> Any:
     """``obj[key]`` in JavaScript, for a truthy ``obj`` (Segment's ``get`` walks this way)."""
     if isinstance(obj, Mapping):
-        value = obj.get(key, MISSING)
-        if value is MISSING and key in _OBJECT_PROTO:
+        value = obj.get(key, _MISSING)
+        if value is _MISSING and key in _OBJECT_PROTO:
             return _OPAQUE
         return value
     if isinstance(obj, str):
@@ -205,28 +205,28 @@ def _js_member(obj: Any, key: str) -> Any:
         if _INDEX_RE.fullmatch(key) and int(key) < len(units) // 2:
             i = int(key) * 2
             return units[i : i + 2].decode("utf-16-le", "surrogatepass")
-        return _OPAQUE if key in _STRING_PROTO else MISSING
+        return _OPAQUE if key in _STRING_PROTO else _MISSING
     if isinstance(obj, list | tuple):
         if key == "length":
             return len(obj)
         if _INDEX_RE.fullmatch(key) and int(key) < len(obj):
             return obj[int(key)]
-        return _OPAQUE if key in _ARRAY_PROTO else MISSING
+        return _OPAQUE if key in _ARRAY_PROTO else _MISSING
     if obj is True:
-        return _OPAQUE if key in _OBJECT_PROTO else MISSING
+        return _OPAQUE if key in _OBJECT_PROTO else _MISSING
     if isinstance(obj, int | float):
-        return _OPAQUE if key in _NUMBER_PROTO else MISSING
+        return _OPAQUE if key in _NUMBER_PROTO else _MISSING
     if obj is _OPAQUE:
-        return _OPAQUE if key in _FUNCTION_PROTO else MISSING
-    return MISSING
+        return _OPAQUE if key in _FUNCTION_PROTO else _MISSING
+    return _MISSING
 
 
 def _walk(obj: Any, keys: tuple[str, ...]) -> Any:
     """Segment's ``get``: ``keys.reduce((o, k) => o && o[k], obj)``, falsy values included."""
     for key in keys:
         if type(obj) is dict:
-            value = obj.get(key, MISSING)
-            obj = _OPAQUE if value is MISSING and key in _OBJECT_PROTO else value
+            value = obj.get(key, _MISSING)
+            obj = _OPAQUE if value is _MISSING and key in _OBJECT_PROTO else value
         elif _js_falsy(obj):
             return obj
         else:
@@ -530,7 +530,7 @@ class _Cond:
     root: str
     path: str  # for properties/traits/context, as Segment passes it to ``get``
     op: str
-    value: Any  # str | float | bool; MISSING for exists-style operators
+    value: Any  # str | float | bool; _MISSING for exists-style operators
     field_text: str
     start: int
     end: int
@@ -782,7 +782,7 @@ class _Parser:
         is_exists = opv == "!=" and valv == "null"
         is_not_exists = opv == "=" and valv == "null"
         path = ""
-        value: Any = MISSING
+        value: Any = _MISSING
         operator = opv
         if head in ("type", "event"):
             value = _js_string(_token_value(val))
@@ -1053,9 +1053,9 @@ def _test_for(op: str, expected: Any) -> _Test:
             return lambda a: isinstance(a, str) and (_utf16(a).endswith(units) != negate)
         return lambda a: isinstance(a, str) and (a.endswith(suffix) != negate)
     if op == "exists":
-        return lambda a: a is not MISSING and a is not None
+        return lambda a: a is not _MISSING and a is not None
     if op == "not_exists":
-        return lambda a: a is MISSING or a is None
+        return lambda a: a is _MISSING or a is None
     if op == "is_true":
         return lambda a: a is True
     if op == "is_false":
@@ -1071,26 +1071,26 @@ def _compile_condition(cond: _Cond) -> Predicate:
     if root not in _OBJECT_ROOTS:
         if cond.op == "=":
             text = _js_string(cond.value)
-            return lambda e: e.get(root, MISSING) == text
-        return lambda e: test(e.get(root, MISSING))
+            return lambda e: e.get(root, _MISSING) == text
+        return lambda e: test(e.get(root, _MISSING))
     if not cond.path:
-        missing = test(MISSING)
+        missing = test(_MISSING)
         return lambda e: missing
     keys = tuple(_PATH_RE.findall(cond.path))
     if len(keys) == 1:
         key = keys[0]
 
         def single(e: Mapping[str, Any]) -> bool:
-            obj = e.get(root, MISSING)
+            obj = e.get(root, _MISSING)
             if type(obj) is dict:
-                value = obj.get(key, MISSING)
-                if value is MISSING and key in _OBJECT_PROTO:
+                value = obj.get(key, _MISSING)
+                if value is _MISSING and key in _OBJECT_PROTO:
                     value = _OPAQUE
                 return test(value)
             return test(_walk(obj, keys))
 
         return single
-    return lambda e: test(_walk(e.get(root, MISSING), keys))
+    return lambda e: test(_walk(e.get(root, _MISSING), keys))
 
 
 def _compile(node: _Node) -> Predicate:
