@@ -228,11 +228,34 @@ def main() -> None:
     app()
 
 
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="State file (SQLite): checkpoints, ledger of sent events, runs, lock. "
+        "Default: .segmetro/state.db beside the mapping.",
+        show_default=False,
+    ),
+]
+
+
+def _state_path(state: Path | None, mapping: Path) -> Path:
+    return state if state is not None else mapping.resolve().parent / ".segmetro" / "state.db"
+
+
 @app.command()
 @reports_errors
 def replay(
     mapping: MappingOpt,
     inputs: InputsArg,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Send nothing: print the plan (new / unchanged / changed / filtered / rejected).",
+        ),
+    ] = False,
+    state: StateOpt = None,
     rejects: RejectsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
@@ -254,6 +277,15 @@ def replay(
     max_retries: Annotated[
         int, typer.Option(min=0, help="Retries per batch for 408/409/429/5xx/network errors.")
     ] = 8,
+    resend_changed: Annotated[
+        bool,
+        typer.Option(
+            "--resend-changed",
+            help="Also send events whose transaction_id was sent before with a different "
+            "payload. Metronome ignores them (it keeps the first); give them a new "
+            "transaction_id instead.",
+        ),
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary object on stdout.")
     ] = False,
@@ -263,10 +295,12 @@ def replay(
 ) -> None:
     """Send the mapped events to Metronome's /v1/ingest in batches.
 
-    The API token is read from METRONOME_BEARER_TOKEN and never printed.
-    Exit 0: all delivered, nothing rejected. 1: some events rejected or dead-lettered.
-    2: configuration error. 3: fatal delivery error (token refused, API unreachable,
-    retries exhausted). 130: interrupted.
+    The API token is read from METRONOME_BEARER_TOKEN and never printed. A re-run of the same
+    command resumes: finished inputs are skipped and events already delivered are not sent
+    again. Exit 0: all delivered, nothing rejected. 1: some events rejected, changed or
+    dead-lettered (or, with --dry-run, the plan holds rejects or changes). 2: configuration
+    error. 3: fatal delivery error (token refused, API unreachable, retries exhausted) or the
+    state file is locked by another run. 130: interrupted. State is saved in every case.
     """
     import asyncio
     import logging
@@ -275,14 +309,15 @@ def replay(
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
     from segmetro.mapping import load_mapping
-    from segmetro.pipeline import run_replay
+    from segmetro.pipeline import run_replay, run_signature
     from segmetro.sources import open_inputs
+    from segmetro.state import StateDB, new_run_id
     from segmetro.window import Window
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
-    if not token:
+    if not token and not dry_run:
         raise ConfigError(
             "METRONOME_BEARER_TOKEN is not set: export your Metronome API token "
             "(or use `segmetro map` / `replay --dry-run`, which send nothing)."
@@ -294,6 +329,10 @@ def replay(
     inputs_set = open_inputs(
         inputs, endpoint_url=endpoint_url, since=window.since, until=window.until
     )
+    state_path = _state_path(state, mapping)
+    if dry_run:
+        _dry_run(mappings, inputs_set, window, state_path, json_out=json_out, quiet=quiet)
+        return
     config = SenderConfig(
         api_url=api_url,
         token=token,
@@ -303,25 +342,64 @@ def replay(
         timeout=timeout,
         max_retries=max_retries,
     )
-    with output.Progress(
-        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
-    ) as progress:
-        report = asyncio.run(
-            run_replay(
-                mappings,
-                inputs_set,
-                window=window,
-                sender=config,
-                rejects_path=rejects,
-                on_bytes=progress.advance,
-                on_tick=lambda counts, stats: progress.update(output.delivery_status(stats)),
-            )
-        )
+    options = {
+        "mapping": str(mapping),
+        "inputs": list(inputs),
+        "since": since,
+        "until": until,
+        "now": now,
+        "api_url": api_url,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "rate": rate,
+        "resend_changed": resend_changed,
+    }
+    with StateDB.open(state_path) as db:
+        run_id = new_run_id()
+        stale = db.acquire_lock(run_id)
+        if stale is not None:
+            output.warning(f"took over the lock left by {stale.describe()}, which is gone")
+        exit_code = 130
+        try:
+            db.begin_run("replay", options, run_id=run_id)
+            with output.Progress(
+                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
+            ) as progress:
+                report = asyncio.run(
+                    run_replay(
+                        mappings,
+                        inputs_set,
+                        window=window,
+                        sender=config,
+                        rejects_path=rejects,
+                        state=db,
+                        run_id=run_id,
+                        signature=run_signature(mapping, window),
+                        resend_changed=resend_changed,
+                        on_bytes=progress.advance,
+                        on_tick=lambda counts, stats: progress.update(
+                            output.delivery_status(stats)
+                        ),
+                    )
+                )
+            exit_code = report.exit_code
+            db.end_run(run_id, report.to_json(), exit_code)
+        finally:
+            if exit_code == 130:
+                db.end_run(run_id, {}, 130)
+            db.release_lock(run_id)
+    for warn in report.warnings:
+        output.warning(warn)
     if json_out:
         output.write_json(report.to_json())
     if report.fatal is not None:
         output.error(report.fatal)
     if not json_out or report.fatal is not None:
+        if report.inputs_skipped:
+            output.info(
+                f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
+                f"(state {state_path})"
+            )
         output.summary(report.counts, extra=output.delivery_extra(report.delivery))
         output.rejects(
             report.rejects,
@@ -329,6 +407,149 @@ def replay(
             path=str(rejects) if rejects is not None else None,
         )
     raise typer.Exit(report.exit_code)
+
+
+def _dry_run(
+    mappings: Any, inputs_set: Any, window: Any, state_path: Path, *, json_out: bool, quiet: bool
+) -> None:
+    from segmetro import output
+    from segmetro.plan import plan
+    from segmetro.state import StateDB
+
+    db = StateDB.open(state_path) if state_path.exists() else None
+    try:
+        with output.Progress(
+            total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
+        ) as progress:
+            result = plan(mappings, inputs_set, window=window, state=db, on_bytes=progress.advance)
+    finally:
+        if db is not None:
+            db.close()
+    if json_out:
+        output.write_json(result.to_json())
+    else:
+        output.show_plan(result, ledger=str(state_path) if db is not None else None)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@reports_errors
+def diff(
+    mapping: Annotated[
+        list[Path],
+        typer.Option(
+            "--mapping", "-m", help="The OLD then the NEW mapping file.", show_default=False
+        ),
+    ],
+    inputs: InputsArg,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    now: NowOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Compare two versions of a mapping over the same input: events added, removed, changed.
+
+    Exit 0 when both send exactly the same events, 1 when they differ, 2 for a bad option.
+    """
+    from segmetro import output
+    from segmetro.errors import ConfigError
+    from segmetro.mapping import load_mapping
+    from segmetro.plan import diff as diff_mappings
+    from segmetro.sources import open_inputs
+    from segmetro.window import Window
+
+    if len(mapping) != 2:
+        raise ConfigError("diff needs exactly two mappings: -m OLD.yaml -m NEW.yaml")
+    old, new = load_mapping(mapping[0]), load_mapping(mapping[1])
+    window = Window.from_options(since=since, until=until, now=now)
+    inputs_set = open_inputs(inputs, endpoint_url=endpoint_url)
+    result = diff_mappings(old, new, inputs_set, window=window)
+    if json_out:
+        output.write_json(result.to_json())
+    else:
+        output.show_diff(result, old=str(mapping[0]), new=str(mapping[1]))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@reports_errors
+def verify(
+    state: Annotated[
+        Path, typer.Option("--state", help="State file of earlier runs.", show_default=False)
+    ],
+    sample: Annotated[
+        int, typer.Option(min=1, max=10000, help="How many delivered events to check.")
+    ] = 100,
+    api_url: Annotated[
+        str, typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL.")
+    ] = "https://api.metronome.com",
+    now: NowOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Check a sample of delivered events with Metronome's /v1/events/search.
+
+    Reports events Metronome does not have, duplicates, and events that matched no customer
+    or no billable metric. Search is heavily rate limited, so this samples gently.
+    Exit 0 when every sampled event was found, 1 when some are missing, 3 on API errors.
+    """
+    import asyncio
+
+    from segmetro import output
+    from segmetro.delivery import SenderConfig
+    from segmetro.errors import ConfigError, StateError
+    from segmetro.state import StateDB
+    from segmetro.verify import verify_sample
+    from segmetro.window import Window
+
+    token = os.environ.get("METRONOME_BEARER_TOKEN", "")
+    if not token:
+        raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
+    if not state.exists():
+        raise StateError(f"state file {state} does not exist")
+    window = Window.from_options(since=None, until=None, now=now)
+    with StateDB.open(state) as db:
+        report = asyncio.run(
+            verify_sample(
+                db, sample=sample, now=window.now, config=SenderConfig(api_url=api_url, token=token)
+            )
+        )
+    if json_out:
+        output.write_json(report.to_json())
+    else:
+        output.show_verify(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@reports_errors
+def status(
+    state: Annotated[
+        Path, typer.Option("--state", help="State file to describe.", show_default=False)
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Show the runs, checkpoints and ledger size recorded in a state file."""
+    from segmetro import output
+    from segmetro.errors import StateError
+    from segmetro.state import StateDB
+
+    if not state.exists():
+        raise StateError(f"state file {state} does not exist")
+    with StateDB.open(state) as db:
+        runs = db.runs()
+        checkpoints = db.checkpoints()
+        ledger = db.ledger_size()
+        lock = db.lock_holder()
+    output.show_status(
+        runs, checkpoints, ledger=ledger, lock=lock, path=str(state), as_json=json_out
+    )
 
 
 @app.command("fake-metronome")

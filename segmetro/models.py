@@ -96,6 +96,7 @@ class Counts:
     outside_window: int = 0
     emitted: int = 0
     duplicates: int = 0
+    unchanged: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -110,6 +111,7 @@ class Counts:
             "outside_window": self.outside_window,
             "emitted": self.emitted,
             "duplicates": self.duplicates,
+            "unchanged": self.unchanged,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": self.rejected_total,
         }

@@ -182,6 +182,140 @@ def log_to_stderr(level: int) -> None:
     root.setLevel(level)
 
 
+def _counter_line(counter: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
+
+
+def show_plan(result: Any, *, ledger: str | None) -> None:
+    """The dry-run plan, terraform style: the summary first, then breakdowns and diffs."""
+    out = console()
+    c = result.counts
+    cats = result.categories
+    rejected = c.rejected_total
+    out.print(
+        escape(
+            f"Plan: {cats['new']} new, {cats['unchanged']} unchanged, {cats['changed']} changed, "
+            f"{c.filtered} filtered, {rejected} rejected"
+        )
+    )
+    if ledger is None:
+        out.print("  (no state file yet: every event is new)")
+    if c.rejected:
+        out.print(escape(f"  rejected by reason: {_counter_line(c.rejected)}"))
+    if c.duplicates or c.outside_window:
+        out.print(
+            escape(
+                f"  also: {c.duplicates} duplicates in the input, "
+                f"{c.outside_window} outside --since/--until"
+            )
+        )
+    for title, table in (
+        ("by mapping", result.by_mapping),
+        ("by event_type", result.by_event_type),
+        ("by day", result.by_day),
+    ):
+        if table:
+            out.print(escape(f"{title}:"))
+            for key, counter in sorted(table.items()):
+                out.print(escape(f"  {key}: {_counter_line(counter)}"))
+    if result.changed:
+        out.print(
+            escape(
+                "changed events (Metronome keeps the first payload of a transaction_id and "
+                "ignores these; give them a new transaction_id to bill the new version):"
+            )
+        )
+        for d in result.changed:
+            out.print(escape(f"  ~ {d.transaction_id} ({d.source}, mapping {d.mapping})"))
+            for line in d.lines:
+                out.print(escape(f"      {line}"))
+    rejects(result.rejects, total=rejected, path=None)
+
+
+def show_diff(result: Any, *, old: str, new: str) -> None:
+    out = console()
+    out.print(
+        escape(
+            f"{old} -> {new}: {result.added} added, {result.removed} removed, "
+            f"{result.changed} changed, {result.same} unchanged"
+        )
+    )
+    symbol = {"added": "+", "removed": "-", "changed": "~"}
+    for kind, d in result.samples:
+        out.print(escape(f"  {symbol[kind]} {d.transaction_id} ({d.source}, mapping {d.mapping})"))
+        for line in d.lines:
+            out.print(escape(f"      {line}"))
+
+
+def show_verify(report: Any) -> None:
+    out = console()
+    out.print(
+        escape(
+            f"verified {report.sampled} delivered events: {report.found} found, "
+            f"{len(report.missing)} missing, {len(report.duplicates)} duplicated, "
+            f"{len(report.no_customer)} matched no customer, "
+            f"{len(report.no_billable_metric)} matched no billable metric, "
+            f"{len(report.different)} differ from what was sent"
+        )
+    )
+    for title, ids in (
+        ("missing", report.missing),
+        ("duplicated", report.duplicates),
+        ("no customer", report.no_customer),
+        ("no billable metric", report.no_billable_metric),
+        ("different", report.different),
+    ):
+        if ids:
+            shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+            out.print(escape(f"  {title}: {shown}"))
+
+
+def show_status(
+    runs: Any, checkpoints: Any, *, ledger: int, lock: Any, path: str, as_json: bool
+) -> None:
+    if as_json:
+        write_json(
+            {
+                "state": path,
+                "ledger": ledger,
+                "lock": None if lock is None else lock.describe(),
+                "runs": [
+                    {
+                        "id": r.id,
+                        "command": r.command,
+                        "started_at": r.started_at,
+                        "ended_at": r.ended_at,
+                        "exit_code": r.exit_code,
+                        "counts": r.counts,
+                    }
+                    for r in runs
+                ],
+                "checkpoints": [
+                    {"source": c.source, "line": c.line, "done": c.done, "updated_at": c.updated_at}
+                    for c in checkpoints
+                ],
+            }
+        )
+        return
+    out = console()
+    out.print(escape(f"state {path}: {ledger} delivered events in the ledger"))
+    out.print(escape("lock: " + ("free" if lock is None else f"held by {lock.describe()}")))
+    out.print(escape(f"runs ({len(runs)} latest):"))
+    for r in runs:
+        counts = r.counts or {}
+        out.print(
+            escape(
+                f"  {r.started_at} {r.id} {r.command} exit={r.exit_code} "
+                f"read={counts.get('read', '-')} sent={counts.get('sent', '-')} "
+                f"rejected={counts.get('rejected_total', '-')}"
+            )
+        )
+    out.print(escape(f"checkpoints ({len(checkpoints)}):"))
+    for c in checkpoints:
+        state = "done" if c.done else f"line {c.line}"
+        out.print(escape(f"  {c.source}: {state} ({c.updated_at})"))
+
+
 def write_json(obj: Any) -> None:
     """The one machine-readable object of `--json`, on stdout."""
     import orjson

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import IO, Any
 import httpx
 import orjson
 
-from segmetro.dedup import RunDeduper
+from segmetro.dedup import RunDeduper, payload_digest
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
 from segmetro.errors import DeliveryError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
-from segmetro.sources import InputSet, iter_records
+from segmetro.sources import InputSet, iter_records, read_object
+from segmetro.state import Checkpoint, CheckpointTracker, LedgerEntry, StateDB
 from segmetro.window import Window
 
 #: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
@@ -142,7 +144,6 @@ def select(
                     rejected[Reason.CONFLICT] += 1
                     yield conflict_reject(result, verdict.first_payload)
                     continue
-            counts.emitted += 1
             yield result
 
 
@@ -175,6 +176,7 @@ def run_map(
             if isinstance(item, Reject):
                 sink.add(item)
             else:
+                counts.emitted += 1
                 out.write(dumps(item.payload, option=newline))
         return MapReport(
             counts=counts,
@@ -204,6 +206,8 @@ def run_sample(mappings: MappingSet, inputs: InputSet, *, window: Window) -> Sam
         ):
             if isinstance(item, Reject):
                 sink.add(item)
+            else:
+                counts.emitted += 1
     return SampleReport(counts=counts, stats=stats, rejects=sink.shown)
 
 
@@ -217,6 +221,10 @@ class ReplayReport:
     rejects_path: Path | None = None
     fatal: str | None = None
     fatal_code: int = 0
+    warnings: list[str] = field(default_factory=list)
+    inputs_total: int = 0
+    inputs_skipped: int = 0
+    run_id: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -226,36 +234,122 @@ class ReplayReport:
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
-        elapsed = d.elapsed
         out = self.counts.to_json()
         out.update(
             sent=d.sent,
-            unsent=self.counts.emitted - d.sent,
+            dead_lettered=d.failed,
+            unsent=self.counts.emitted - d.sent - d.failed,
             retries=d.retries,
             rate_limited=d.rate_limited,
             batches=d.batches,
             requests=d.requests,
-            elapsed_s=round(elapsed, 3),
-            events_per_s=round(d.sent / elapsed, 1) if elapsed > 0 else 0.0,
+            elapsed_s=round(d.elapsed, 3),
+            events_per_s=round(d.sent / d.elapsed, 1) if d.elapsed > 0 else 0.0,
+            inputs=self.inputs_total,
+            inputs_skipped=self.inputs_skipped,
+            run_id=self.run_id,
+            warnings=self.warnings,
             exit_code=self.exit_code,
             error=self.fatal,
         )
         return out
 
 
-class _Hooks:
-    """Delivery outcomes become counts and rejects-file entries."""
+def run_signature(mapping_path: Path, window: Window) -> str:
+    """What a checkpoint is valid for: the mapping's bytes and the selection window."""
+    digest = hashlib.sha256(mapping_path.read_bytes())
+    digest.update(repr((window.since, window.until)).encode())
+    return digest.hexdigest()[:16]
 
-    def __init__(self, counts: Counts, sink: RejectSink) -> None:
+
+@dataclass
+class _Resume:
+    """Where to start each input, from the checkpoints of earlier runs."""
+
+    start: dict[str, int]
+    skipped: list[str]
+    warnings: list[str]
+
+
+def plan_resume(inputs: InputSet, state: StateDB, signature: str) -> _Resume:
+    resume = _Resume(start={}, skipped=[], warnings=[])
+    for obj in inputs.objects:
+        if obj.kind == "stdin":
+            continue
+        checkpoint = state.checkpoint(obj.name)
+        if checkpoint is None:
+            continue
+        identity, _, old_signature = checkpoint.identity.partition("|")
+        if identity != obj.identity:
+            resume.warnings.append(
+                f"{obj.name} changed since its checkpoint (was {identity}, now {obj.identity}); "
+                "reading it again from the start (events already sent are skipped by the ledger)"
+            )
+        elif old_signature != signature:
+            resume.warnings.append(
+                f"{obj.name}: the mapping or --since/--until changed since its checkpoint; "
+                "reading it again from the start (events already sent are skipped by the ledger)"
+            )
+        elif checkpoint.done:
+            resume.skipped.append(obj.name)
+        elif checkpoint.line > 0:
+            resume.start[obj.name] = checkpoint.line
+    return resume
+
+
+class _Delivery:
+    """Delivery outcomes become counts, rejects-file entries, ledger rows and checkpoints.
+
+    Every acknowledgement is written to the state file at once (one small transaction per
+    batch), so a crash re-sends at most the batches that were in flight.
+    """
+
+    def __init__(
+        self,
+        counts: Counts,
+        sink: RejectSink,
+        *,
+        state: StateDB | None,
+        run_id: str | None,
+        identities: dict[str, str],
+    ) -> None:
         self.counts = counts
         self.sink = sink
+        self.state = state
+        self.run_id = run_id
+        self.identities = identities
+        self.tracker = CheckpointTracker()
+        self._finished: set[str] = set()
+
+    def register_record(self, record: Record) -> None:
+        if self.state is not None:
+            self.tracker.register(record.source, record.line)
+
+    def register_event(self, mapped: Mapped) -> None:
+        if self.state is not None:
+            self.tracker.register(mapped.record.source, mapped.record.line, 1)
+
+    def resolve(self, mapped: Mapped) -> None:
+        if self.state is not None:
+            self.tracker.resolve(mapped.record.source, mapped.record.line)
+
+    def finish(self, source: str) -> None:
+        if self.state is not None:
+            self.tracker.finish(source)
+            self._finished.add(source)
 
     def delivered(self, items: Sequence[Outbound]) -> None:
-        del items
+        entries = []
+        for item in items:
+            mapped: Mapped = item.ref
+            self.resolve(mapped)
+            entries.append(
+                LedgerEntry.from_payload(mapped.payload, mapping=mapped.mapping, run_id=self.run_id)
+            )
+        self.save(entries)
 
     def failed(self, item: Outbound, reason: str, detail: str) -> None:
         mapped: Mapped = item.ref
-        self.counts.emitted -= 1
         self.counts.rejected[reason] += 1
         self.sink.add(
             Reject(
@@ -267,6 +361,76 @@ class _Hooks:
                 payload=mapped.payload,
             )
         )
+        self.resolve(mapped)
+        self.save(())
+
+    def save(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write acknowledged events and the checkpoints they allow, in one transaction."""
+        if self.state is None:
+            return
+        self.sink.flush()
+        tracker = self.tracker
+        lines = tracker.advanced()
+        done = {s for s in self._finished if tracker.is_done(s)}
+        for source in done:
+            safe = tracker.safe_line(source)
+            if safe is not None:
+                lines[source] = safe
+        checkpoints = [
+            Checkpoint(
+                source=source,
+                identity=self.identities[source],
+                line=line,
+                done=source in done,
+                run_id=self.run_id,
+            )
+            for source, line in lines.items()
+            if source in self.identities
+        ]
+        self.state.flush(delivered=entries, checkpoints=checkpoints)
+        for source in done:
+            self._finished.discard(source)
+            tracker.forget(source)
+
+
+def changed_reject(mapped: Mapped, previous: LedgerEntry) -> Reject:
+    before = previous.payload
+    changes = "; ".join(line.strip() for line in field_diff(before or {}, mapped.payload))
+    return Reject(
+        reason=Reason.CHANGED,
+        detail=(
+            f"transaction_id {mapped.payload['transaction_id']!r} was sent by run "
+            f"{previous.run_id} with a different payload ({changes}); Metronome ignores a "
+            "second event with the same transaction_id, so this one was not sent. To bill "
+            "the new version, give it a new transaction_id (e.g. a suffix in the mapping)."
+        ),
+        source=mapped.record.coords,
+        mapping=mapped.mapping,
+        event=mapped.record.event,
+        payload=mapped.payload,
+    )
+
+
+def field_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Terraform-style field changes: ``+ added``, ``- removed``, ``~ changed: old -> new``."""
+    lines: list[str] = []
+    for key in sorted(old.keys() | new.keys(), key=str):
+        name = f"{prefix}{key}"
+        if key not in old:
+            lines.append(f"+ {name}: {orjson.dumps(new[key]).decode()}")
+        elif key not in new:
+            lines.append(f"- {name}: {orjson.dumps(old[key]).decode()}")
+        elif old[key] != new[key] or type(old[key]) is not type(new[key]):
+            if isinstance(old[key], dict) and isinstance(new[key], dict):
+                lines.extend(field_diff(old[key], new[key], prefix=f"{name}."))
+            else:
+                before = orjson.dumps(old[key]).decode()
+                after = orjson.dumps(new[key]).decode()
+                lines.append(f"~ {name}: {before} -> {after}")
+    return lines
+
+
+LEDGER_CHUNK = 256
 
 
 async def run_replay(
@@ -276,31 +440,96 @@ async def run_replay(
     window: Window,
     sender: SenderConfig,
     rejects_path: Path | None = None,
+    state: StateDB | None = None,
+    run_id: str | None = None,
+    signature: str = "",
+    resend_changed: bool = False,
     client: httpx.AsyncClient | None = None,
     on_bytes: Callable[[int], None] | None = None,
     on_tick: Callable[[Counts, DeliveryStats], None] | None = None,
     tick_seconds: float = 0.25,
 ) -> ReplayReport:
-    """Send every selected event to Metronome; rejects and dead letters go to `rejects_path`."""
+    """Send every selected event to Metronome; rejects and dead letters go to `rejects_path`.
+
+    With `state`, finished inputs are skipped, a partly read one resumes at its checkpoint,
+    events the ledger says were already delivered are not sent again, and every
+    acknowledgement advances the ledger and the checkpoints.
+    """
     counts = Counts()
     stats = DeliveryStats()
+    report = ReplayReport(
+        counts=counts,
+        delivery=stats,
+        rejects_path=rejects_path,
+        inputs_total=len(inputs.objects),
+        run_id=run_id,
+    )
+    resume = _Resume(start={}, skipped=[], warnings=[])
+    if state is not None:
+        resume = plan_resume(inputs, state, signature)
+        report.warnings.extend(resume.warnings)
+        report.inputs_skipped = len(resume.skipped)
+    skipped = set(resume.skipped)
+    todo = [obj for obj in inputs.objects if obj.name not in skipped]
+    identities = {obj.name: f"{obj.identity}|{signature}" for obj in todo if obj.kind != "stdin"}
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
-        hooks = _Hooks(counts, sink)
+        outcome = _Delivery(counts, sink, state=state, run_id=run_id, identities=identities)
+
+        def records() -> Iterator[Record | Reject]:
+            for obj in todo:
+                yield from read_object(
+                    obj, start_line=resume.start.get(obj.name, 0), on_bytes=on_bytes
+                )
+                outcome.finish(obj.name)
+
+        def against_ledger(batch: list[Mapped]) -> Iterator[Outbound]:
+            assert state is not None
+            found = state.ledger_lookup([m.payload["transaction_id"] for m in batch])
+            for mapped in batch:
+                previous = found.get(mapped.payload["transaction_id"])
+                if previous is None or (
+                    resend_changed and previous.digest != payload_digest(mapped.payload)
+                ):
+                    counts.emitted += 1
+                    yield Outbound(payload=mapped.payload, ref=mapped)
+                elif previous.digest == payload_digest(mapped.payload):
+                    counts.unchanged += 1
+                    outcome.resolve(mapped)
+                else:
+                    counts.rejected[Reason.CHANGED] += 1
+                    sink.add(changed_reject(mapped, previous))
+                    outcome.resolve(mapped)
 
         def outbound() -> Iterator[Outbound]:
-            stream = iter_records(inputs, on_bytes=on_bytes)
-            for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
+            pending: list[Mapped] = []
+            for item in select(
+                records(),
+                mappings,
+                window=window,
+                counts=counts,
+                deduper=deduper,
+                on_record=outcome.register_record,
+            ):
                 if isinstance(item, Reject):
                     sink.add(item)
-                else:
+                elif state is None:
+                    counts.emitted += 1
                     yield Outbound(payload=item.payload, ref=item)
+                else:
+                    outcome.register_event(item)
+                    pending.append(item)
+                    if len(pending) >= LEDGER_CHUNK:
+                        yield from against_ledger(pending)
+                        pending = []
+            if pending:
+                yield from against_ledger(pending)
+            outcome.save(())
 
         ticker = None
         if on_tick is not None:
             ticker = asyncio.create_task(_tick(on_tick, counts, stats, tick_seconds))
-        report = ReplayReport(counts=counts, delivery=stats, rejects_path=rejects_path)
         try:
-            await deliver(outbound(), config=sender, client=client, hooks=hooks, stats=stats)
+            await deliver(outbound(), config=sender, client=client, hooks=outcome, stats=stats)
         except DeliveryError as exc:
             report.fatal = str(exc)
             report.fatal_code = exc.exit_code
@@ -310,6 +539,7 @@ async def run_replay(
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
             sink.flush()
+            outcome.save(())
         report.rejects = sink.shown
         return report
 

@@ -29,12 +29,15 @@ def mapped(runner: CliRunner, *args: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in result.stdout.splitlines()]
 
 
-def replay(runner: CliRunner, server: FakeMetronome, *args: str) -> Any:
+def replay(runner: CliRunner, server: FakeMetronome, *args: str, state: Path) -> Any:
     return runner.invoke(
         app,
-        ["replay", "-m", MAPPING, "--now", SAMPLES_NOW, "--api-url", server.url, "-q", *args],
+        [
+            "replay", "-m", MAPPING, "--now", SAMPLES_NOW, "--api-url", server.url, "-q",
+            "--state", str(state), *args,
+        ],
         env={"METRONOME_BEARER_TOKEN": TOKEN},
-    )
+    )  # fmt: skip
 
 
 def by_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -55,7 +58,15 @@ def test_replay_with_faults_delivers_exactly_the_expected_events(
     )
     rejects = tmp_path / "rejects.jsonl"
     result = replay(
-        runner, server, str(src), "--batch-size", "20", "--rejects", str(rejects), "--json"
+        runner,
+        server,
+        str(src),
+        "--batch-size",
+        "20",
+        "--rejects",
+        str(rejects),
+        "--json",
+        state=tmp_path / "state.db",
     )
     assert result.exit_code == 0, result.output
     state = server.snapshot()
@@ -77,7 +88,14 @@ def test_replay_samples_sends_good_events_and_writes_rejects(
     server = fake_metronome(seed=5, p_500=0.2)
     rejects = tmp_path / "rejects.jsonl"
     result = replay(
-        runner, server, str(SAMPLES / "events"), "--batch-size", "7", "--rejects", str(rejects)
+        runner,
+        server,
+        str(SAMPLES / "events"),
+        "--batch-size",
+        "7",
+        "--rejects",
+        str(rejects),
+        state=tmp_path / "state.db",
     )
     assert result.exit_code == 1, result.output
     assert by_id(server.snapshot().events) == by_id(expected)
@@ -155,7 +173,9 @@ def test_bad_event_hidden_in_a_batch_of_100_is_isolated(
     src = write_jsonl(tmp_path / "export.jsonl", items)
     server = fake_metronome(now=SAMPLES_NOW_DT + timedelta(days=3))
     rejects = tmp_path / "rejects.jsonl"
-    result = replay(runner, server, str(src), "--rejects", str(rejects))
+    result = replay(
+        runner, server, str(src), "--rejects", str(rejects), state=tmp_path / "state.db"
+    )
     assert result.exit_code == 1, result.output
     accepted = {e["transaction_id"] for e in server.snapshot().events}
     assert accepted == {m["messageId"] for m in items} - {items[57]["messageId"]}
@@ -168,11 +188,11 @@ def test_bad_event_hidden_in_a_batch_of_100_is_isolated(
 
 
 def test_refused_token_stops_with_exit_3(
-    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome]
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
 ) -> None:
     """A 403 ends the run at once with exit 3 and says which variable to check."""
     server = fake_metronome(token="another-token")
-    result = replay(runner, server, str(SAMPLES / "events"))
+    result = replay(runner, server, str(SAMPLES / "events"), state=tmp_path / "state.db")
     assert result.exit_code == 3
     assert "METRONOME_BEARER_TOKEN" in result.stderr
     assert TOKEN not in result.output
@@ -204,6 +224,8 @@ def test_unreachable_api_exits_3(runner: CliRunner, tmp_path: Path) -> None:
             "-q",
             "--max-retries",
             "1",
+            "--state",
+            str(tmp_path / "state.db"),
             str(src),
         ],
         env={"METRONOME_BEARER_TOKEN": TOKEN},
@@ -237,6 +259,8 @@ def test_token_never_appears_in_any_output(
             str(rejects),
             "--batch-size",
             "5",
+            "--state",
+            str(tmp_path / "state.db"),
             str(SAMPLES / "events"),
         ],
         capture_output=True,

@@ -1,0 +1,230 @@
+"""The dry-run plan and the mapping diff: what a run would do, without sending anything.
+
+`plan` classifies every mapped event against the ledger of earlier runs (design §6): `new`,
+`unchanged`, `changed`, `filtered`, `rejected:<reason>`. `diff` runs two versions of a mapping
+over the same input and reports which events appear, disappear or change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from segmetro.dedup import RunDeduper, payload_digest
+from segmetro.mapping import MappingSet
+from segmetro.models import Counts, Mapped, Record, Reject
+from segmetro.pipeline import LEDGER_CHUNK, RejectSink, field_diff, select
+from segmetro.sources import InputSet, iter_records
+from segmetro.state import StateDB
+from segmetro.window import Window
+
+#: How many field diffs a plan or a diff shows; the counts cover everything.
+SHOWN_DIFFS = 10
+
+
+@dataclass
+class EventDiff:
+    """One event whose payload differs, with its terraform-style field lines."""
+
+    transaction_id: str
+    source: str
+    mapping: str
+    lines: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transaction_id": self.transaction_id,
+            "source": self.source,
+            "mapping": self.mapping,
+            "changes": self.lines,
+        }
+
+
+@dataclass
+class Plan:
+    """What `replay` would do with these inputs, given what the ledger says was sent."""
+
+    counts: Counts
+    categories: Counter[str] = field(default_factory=Counter)
+    by_mapping: dict[str, Counter[str]] = field(default_factory=dict)
+    by_event_type: dict[str, Counter[str]] = field(default_factory=dict)
+    by_day: dict[str, Counter[str]] = field(default_factory=dict)
+    changed: list[EventDiff] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts.rejected_total or self.categories["changed"] else 0
+
+    def note(self, category: str, mapping: str, event_type: str, day: str) -> None:
+        self.categories[category] += 1
+        self.by_mapping.setdefault(mapping, Counter())[category] += 1
+        self.by_event_type.setdefault(event_type, Counter())[category] += 1
+        self.by_day.setdefault(day, Counter())[category] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        categories = dict(self.categories)
+        categories["filtered"] = self.counts.filtered
+        for reason, n in self.counts.rejected.items():
+            categories[f"rejected:{reason}"] = n
+        return {
+            "plan": dict(sorted(categories.items())),
+            "counts": self.counts.to_json(),
+            "by_mapping": {k: dict(v) for k, v in sorted(self.by_mapping.items())},
+            "by_event_type": {k: dict(v) for k, v in sorted(self.by_event_type.items())},
+            "by_day": {k: dict(v) for k, v in sorted(self.by_day.items())},
+            "changed_sample": [d.to_json() for d in self.changed],
+            "rejects_sample": [r.to_json() for r in self.rejects],
+            "exit_code": self.exit_code,
+        }
+
+
+def plan(
+    mappings: MappingSet,
+    inputs: InputSet,
+    *,
+    window: Window,
+    state: StateDB | None,
+    on_bytes: Callable[[int], None] | None = None,
+    rejects: RejectSink | None = None,
+) -> Plan:
+    """Classify every event as a replay would, sending nothing and writing no state."""
+    counts = Counts()
+    result = Plan(counts=counts)
+    sink = rejects or RejectSink(None)
+
+    def classify(batch: list[Mapped]) -> None:
+        found = (
+            state.ledger_lookup([m.payload["transaction_id"] for m in batch])
+            if state is not None
+            else {}
+        )
+        for mapped in batch:
+            payload = mapped.payload
+            previous = found.get(payload["transaction_id"])
+            if previous is None:
+                category = "new"
+                counts.emitted += 1
+            elif previous.digest == payload_digest(payload):
+                category = "unchanged"
+                counts.unchanged += 1
+            else:
+                category = "changed"
+                if len(result.changed) < SHOWN_DIFFS:
+                    result.changed.append(
+                        EventDiff(
+                            transaction_id=payload["transaction_id"],
+                            source=mapped.record.coords,
+                            mapping=mapped.mapping,
+                            lines=field_diff(previous.payload or {}, payload),
+                        )
+                    )
+            result.note(category, mapped.mapping, payload["event_type"], payload["timestamp"][:10])
+
+    with RunDeduper() as deduper:
+        pending: list[Mapped] = []
+        stream = iter_records(inputs, on_bytes=on_bytes)
+        for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
+            if isinstance(item, Reject):
+                sink.add(item)
+                continue
+            pending.append(item)
+            if len(pending) >= LEDGER_CHUNK:
+                classify(pending)
+                pending = []
+        if pending:
+            classify(pending)
+    result.rejects = sink.shown
+    return result
+
+
+@dataclass
+class MappingDiff:
+    """How the events of one input differ between two mapping versions."""
+
+    old: Counts
+    new: Counts
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    same: int = 0
+    samples: list[tuple[str, EventDiff]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.added or self.removed or self.changed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "same": self.same,
+            "old": self.old.to_json(),
+            "new": self.new.to_json(),
+            "sample": [dict(d.to_json(), kind=kind) for kind, d in self.samples],
+            "exit_code": self.exit_code,
+        }
+
+
+def _outputs(
+    record: Record, mappings: MappingSet, counts: Counts, window: Window
+) -> dict[str, Mapped]:
+    """The events one mapping version makes of one message, keyed by transaction_id."""
+    out: dict[str, Mapped] = {}
+    for item in select([record], mappings, window=window, counts=counts, deduper=None):
+        if isinstance(item, Mapped):
+            counts.emitted += 1
+            out.setdefault(item.payload["transaction_id"], item)
+    return out
+
+
+def diff(old: MappingSet, new: MappingSet, inputs: InputSet, *, window: Window) -> MappingDiff:
+    """Run both mapping versions over each message and compare what they would send.
+
+    Events are matched by transaction_id within each message, so memory stays flat.
+    """
+    result = MappingDiff(old=Counts(), new=Counts())
+
+    def sample(kind: str, mapped: Mapped, lines: list[str]) -> None:
+        if len(result.samples) < SHOWN_DIFFS:
+            result.samples.append(
+                (
+                    kind,
+                    EventDiff(
+                        transaction_id=mapped.payload["transaction_id"],
+                        source=mapped.record.coords,
+                        mapping=mapped.mapping,
+                        lines=lines,
+                    ),
+                )
+            )
+
+    for item in _records(iter_records(inputs), result):
+        before = _outputs(item, old, result.old, window)
+        after = _outputs(item, new, result.new, window)
+        for tid, mapped in after.items():
+            if tid not in before:
+                result.added += 1
+                sample("added", mapped, field_diff({}, mapped.payload))
+            elif before[tid].payload == mapped.payload:
+                result.same += 1
+            else:
+                result.changed += 1
+                sample("changed", mapped, field_diff(before[tid].payload, mapped.payload))
+        for tid, mapped in before.items():
+            if tid not in after:
+                result.removed += 1
+                sample("removed", mapped, field_diff(mapped.payload, {}))
+    return result
+
+
+def _records(stream: Iterator[Record | Reject], result: MappingDiff) -> Iterator[Record]:
+    for item in stream:
+        if isinstance(item, Reject):
+            result.old.rejected[item.reason] += 1
+            result.new.rejected[item.reason] += 1
+        else:
+            yield item

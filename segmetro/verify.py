@@ -1,0 +1,88 @@
+"""`segmetro verify`: ask Metronome about a sample of the events the ledger says were delivered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from segmetro.delivery import SenderConfig, search_events
+from segmetro.state import LedgerEntry, StateDB
+from segmetro.window import MAX_AGE
+
+
+@dataclass
+class VerifyReport:
+    """What the sample showed; each list holds transaction_ids."""
+
+    sampled: int = 0
+    found: int = 0
+    missing: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    no_customer: list[str] = field(default_factory=list)
+    no_billable_metric: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.missing else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sampled": self.sampled,
+            "found": self.found,
+            "missing": self.missing,
+            "duplicates": self.duplicates,
+            "no_customer": self.no_customer,
+            "no_billable_metric": self.no_billable_metric,
+            "different": self.different,
+            "exit_code": self.exit_code,
+        }
+
+
+_COMPARED = ("customer_id", "event_type", "properties")
+
+
+def _differs(entry: LedgerEntry, row: dict[str, Any]) -> bool:
+    sent = entry.payload
+    if sent is None:
+        return False
+    return any(sent.get(key) != row.get(key) for key in _COMPARED if key in sent)
+
+
+async def verify_sample(
+    state: StateDB,
+    *,
+    sample: int,
+    now: datetime,
+    config: SenderConfig,
+    client: httpx.AsyncClient | None = None,
+) -> VerifyReport:
+    """Check up to `sample` delivered events from the last 34 days (search sees no further)."""
+    entries = state.ledger_sample(sample, since=now - MAX_AGE)
+    report = VerifyReport(sampled=len(entries))
+    if not entries:
+        return report
+    rows = await search_events([e.transaction_id for e in entries], config=config, client=client)
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_id.setdefault(str(row.get("transaction_id")), []).append(row)
+    for entry in entries:
+        tid = entry.transaction_id
+        found = by_id.get(tid)
+        if not found:
+            report.missing.append(tid)
+            continue
+        report.found += 1
+        if len(found) > 1 or any(r.get("is_duplicate") for r in found):
+            report.duplicates.append(tid)
+        original = next((r for r in found if not r.get("is_duplicate")), found[0])
+        if not original.get("matched_customer"):
+            report.no_customer.append(tid)
+        if not original.get("matched_billable_metrics"):
+            report.no_billable_metric.append(tid)
+        if _differs(entry, original):
+            report.different.append(tid)
+    return report
