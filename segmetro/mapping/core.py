@@ -106,6 +106,9 @@ class FieldStats:
         ]
 
 
+_ID, _TID, _TS, _PROPS = range(4)
+
+
 class _Rejected(Exception):
     """Internal: one output rule failed (never leaves this module)."""
 
@@ -125,6 +128,12 @@ class Mapping:
     string_properties: bool
     fields: tuple[FieldSpec, ...]
     line: int | None = None
+    _plan: tuple[tuple[FieldSpec, Expr, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kinds = {"transaction_id": _TID, "timestamp": _TS, "properties": _PROPS}
+        plan = tuple((spec, spec.expr, kinds.get(spec.name, _ID)) for spec in self.fields)
+        object.__setattr__(self, "_plan", plan)
 
     def matches(self, event: JsonObject) -> bool:
         """Whether this mapping fires for the event (no trigger = every event)."""
@@ -159,11 +168,34 @@ class Mapping:
     def _payload(self, event: JsonObject, stats: FieldStats | None) -> JsonObject:
         if stats is not None:
             return self._payload_counted(event, stats)
+        payload: JsonObject = {}
         try:
-            values = [spec.expr(event) for spec in self.fields]
+            # The hot path: evaluate and check in one pass, slow paths only for odd values.
+            for spec, expr, kind in self._plan:
+                value = expr(event)
+                if kind == _ID:
+                    if type(value) is str and value:
+                        payload[spec.name] = value
+                    else:
+                        payload[spec.name] = self._identifier(spec, value)
+                elif kind == _TS:
+                    payload["timestamp"] = self._timestamp(spec, value)
+                elif kind == _TID:
+                    if type(value) is str and value and len(value) <= MAX_TRANSACTION_ID:
+                        payload["transaction_id"] = value
+                    else:
+                        payload["transaction_id"] = self._identifier(spec, value)
+                elif type(value) is dict and not self.string_properties:
+                    payload["properties"] = value
+                else:
+                    props = self._properties(spec, value)
+                    if props is not None:
+                        payload["properties"] = props
+        except _Rejected:
+            raise
         except Exception:  # noqa: BLE001 - redo field by field to say which one failed
-            values = [self._evaluate(spec, event) for spec in self.fields]
-        return self._check(values)
+            return self._check([self._evaluate(spec, event) for spec in self.fields])
+        return payload
 
     def _payload_counted(self, event: JsonObject, stats: FieldStats) -> JsonObject:
         """As `_payload`, counting every field (and properties key) even when one fails."""

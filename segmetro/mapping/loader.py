@@ -402,7 +402,7 @@ class _Compiler:
         value = self.value(node, key)
         if isinstance(value, str):
             return value
-        return describe(value, limit=60)
+        return describe(value, limit=100)
 
     def fields(self, node: Node, key: str) -> dict[str, tuple[Node, FieldSpec | None]]:
         """Compile an output-field block (`defaults` or a mapping's `fields`)."""
