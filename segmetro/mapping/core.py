@@ -286,6 +286,9 @@ class Mapping:
             raise _Rejected(Reason.INVALID_TIMESTAMP, f"timestamp: {exc}") from None
 
     def _properties(self, spec: FieldSpec, value: Any) -> JsonObject | None:
+        """Missing or null properties are left out; `string_properties` turns top-level numbers
+        and booleans into text (``10`` → ``"10"``, ``1.5`` → ``"1.5"``, ``true`` → ``"true"``),
+        keeps null as null and leaves nested objects and lists as they are."""
         if value is MISSING or value is None:
             return None
         if not isinstance(value, dict):

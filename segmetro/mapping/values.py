@@ -385,7 +385,7 @@ def _segment_get(data: Any, tokens: Sequence[str]) -> Any:
     """Segment's ``get``: walk dotted / bracketed tokens; a falsy step value is returned as is."""
     value = data
     for token in tokens:
-        if not js_truthy(value) and not isinstance(value, dict | list):
+        if not js_truthy(value):
             return value  # JavaScript `prev && prev[key]`
         if isinstance(value, dict):
             value = value.get(token, MISSING)
