@@ -117,22 +117,50 @@ def _gunzip(pending: bytes, raw: Iterator[bytes]) -> Iterator[bytes]:
                 )
             d = zlib.decompressobj(31)
             member += 1
+        backup = d.copy()
+        produced = 0
         try:
-            out = d.decompress(pending, OUT_CHUNK)
-            while len(out) == OUT_CHUNK and not d.eof:
+            for out in _inflate(d, pending):
+                produced += len(out)
                 yield out
-                out = d.decompress(d.unconsumed_tail, OUT_CHUNK)
         except zlib.error as exc:
+            # zlib drops the output of a call that fails: redo it in small steps from the
+            # state before the call, to keep everything before the break
+            yield from _salvage(backup, pending, produced)
             raise StreamBreak(
                 Reason.CORRUPT_GZIP, f"corrupt gzip data in member {member}: {exc}"
             ) from None
-        if out:
-            yield out
         if d.eof:
             pending = d.unused_data
             d = None
         else:
             pending = d.unconsumed_tail
+
+
+def _inflate(d: Any, data: bytes) -> Iterator[bytes]:
+    """Decompress ``data`` in outputs of at most OUT_CHUNK bytes (raises ``zlib.error``)."""
+    out = d.decompress(data, OUT_CHUNK)
+    while len(out) == OUT_CHUNK and not d.eof:
+        yield out
+        out = d.decompress(d.unconsumed_tail, OUT_CHUNK)
+    if out:
+        yield out
+
+
+def _salvage(d: Any, data: bytes, skip: int) -> Iterator[bytes]:
+    """Output of ``data`` fed 64 bytes at a time until it fails, less the ``skip`` first bytes."""
+    for i in range(0, len(data), 64):
+        try:
+            for out in _inflate(d, data[i : i + 64]):
+                if skip >= len(out):
+                    skip -= len(out)
+                    continue
+                yield out[skip:]
+                skip = 0
+        except zlib.error:
+            return
+        if d.eof:
+            return
 
 
 # ---------------------------------------------------------------------------------------------
