@@ -6,6 +6,7 @@ import builtins
 import gzip
 import io
 import os
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -659,6 +660,7 @@ def test_a_named_pipe_given_explicitly_is_streamed(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     inputs = open_inputs([str(fifo)])
     assert inputs.total_bytes is None
+    assert inputs.objects[0].kind == "stdin"  # a one-shot stream: no checkpoint
 
     def writer() -> None:
         with open(fifo, "wb") as f:
@@ -672,3 +674,40 @@ def test_a_named_pipe_given_explicitly_is_streamed(tmp_path: Path) -> None:
         thread.join()
     assert records == [(1, ev(1)), (2, ev(2))]
     assert rejects == []
+
+
+def test_reading_is_streamed_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        for i in range(120_000):
+            f.write(line(i, pad="p" * 200) + b"\n")  # ~30 MB decompressed
+    (obj,) = open_inputs([str(path)]).objects
+    tracemalloc.start()
+    try:
+        count = sum(1 for item in read_object(obj) if isinstance(item, Record))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 120_000
+    assert peak < 12 * MB, peak
+
+
+def test_an_over_long_line_is_never_held_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_local, "READ_CHUNK", 64 * 1024)
+    path = tmp_path / "a.jsonl"
+    with path.open("wb") as f:
+        f.write(line(1) + b"\n" + b'{"blob": "')
+        for _ in range(40):
+            f.write(b"q" * MB)
+        f.write(b'"}\n' + line(3) + b"\n")
+    (obj,) = open_inputs([str(path)]).objects
+    tracemalloc.start()
+    try:
+        items = list(read_object(obj, max_line_bytes=256 * 1024))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert split(items) == ([(1, ev(1)), (3, ev(3))], [(Reason.LINE_TOO_LONG, f"{path}:2")])
+    assert peak < 2 * MB, peak

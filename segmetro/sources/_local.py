@@ -55,8 +55,9 @@ def _expand_path(path: str, spec: str, *, top: bool) -> list[InputObject]:
     if stat.S_ISREG(st.st_mode):
         return [_file_object(path, st)]
     if top:
-        # a pipe or device named on purpose (``<(zcat …)`` gives /dev/fd/N): stream it
-        return [InputObject(name=path, size=None, identity="stream", kind="file", _path=path)]
+        # a pipe or device named on purpose (``<(zcat …)`` gives /dev/fd/N): a one-shot stream
+        # like stdin (kind "stdin": no size, nothing to resume from)
+        return [InputObject(name=path, size=None, identity="stream", kind="stdin", _path=path)]
     return [_unreadable(path, "not a regular file")]
 
 
@@ -129,7 +130,7 @@ def read_local(
     max_line_bytes: int,
 ) -> Iterator[Record | Reject]:
     """Stream a local file (or stdin). An object that cannot be opened is one reject at line 0."""
-    if obj.kind == "stdin":
+    if obj.kind == "stdin" and obj._path is None:
         yield from parse_stream(
             obj.name,
             decompress(_read_all(sys.stdin.buffer.read, on_bytes)),

@@ -28,7 +28,7 @@ from segmetro.models import REJECT_MARKER, Reason, Record, Reject
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 #: decompressed bytes produced per zlib call (bounds memory on gzip bombs)
-OUT_CHUNK = 4 << 20
+OUT_CHUNK = 1 << 20
 #: a reject's ``raw`` holds at most this many characters of the line
 RAW_LIMIT = 1000
 #: bytes of a line kept for ``raw``: enough for RAW_LIMIT characters whatever the encoding
@@ -331,20 +331,21 @@ def _parse_lines(
     skip_len = 0
     try:
         for chunk in chunks:
+            # split the whole chunk (no copy of its rest), then mend the first line
+            lines = chunk.split(b"\n")
+            longest = len(chunk)  # no line of ``lines`` is longer
             if skipping:
-                i = chunk.find(b"\n")
-                if i < 0:
+                if len(lines) == 1:
                     skip_len += len(chunk)
                     continue
                 lineno += 1
                 skipping = False
                 if lineno > start_line:
-                    yield _too_long(name, lineno, skip_head, skip_len + i, max_len)
+                    yield _too_long(name, lineno, skip_head, skip_len + len(lines[0]), max_len)
                 skip_head = b""
-                chunk = chunk[i + 1 :]
+                del lines[0]
             elif parts:
-                i = chunk.find(b"\n")
-                if i < 0:
+                if len(lines) == 1:
                     plen += len(chunk)
                     if plen > max_len:
                         skip_head = b"".join(parts)[:_RAW_BYTES]
@@ -355,17 +356,11 @@ def _parse_lines(
                     else:
                         parts.append(chunk)
                     continue
-                parts.append(chunk[:i])
-                line = b"".join(parts)
+                parts.append(lines[0])
+                lines[0] = b"".join(parts)
+                longest += plen
                 parts = []
                 plen = 0
-                chunk = chunk[i + 1 :]
-                lineno += 1
-                if lineno > start_line:
-                    item = _one_line(name, lineno, line, max_len)
-                    if item is not None:
-                        yield item
-            lines = chunk.split(b"\n")
             tail = lines.pop()
             n = len(lines)
             if lineno + n <= start_line:
@@ -374,7 +369,7 @@ def _parse_lines(
                 if lineno < start_line:
                     del lines[: start_line - lineno]
                     lineno = start_line
-                check = len(chunk) > max_len
+                check = longest > max_len
                 for line in lines:
                     lineno += 1
                     if check and len(line) > max_len:

@@ -16,6 +16,8 @@ class InputObject:
     ``identity`` changes when the content changes: ``size:mtime_ns`` for files, the ETag (without
     quotes) for S3 objects, ``stdin`` for stdin. ``size`` is the stored (compressed) size, or
     ``None`` when it is not known in advance (stdin, pipes).
+    ``kind`` is ``"stdin"`` for every one-shot stream that cannot be re-read or resumed: stdin
+    itself (``name`` ``<stdin>``) and a pipe or device named on the command line (its path).
     """
 
     name: str
