@@ -12,6 +12,7 @@ returns the ``S3Server`` with an ``endpoint_url`` and a ready boto3 ``client``.
 from __future__ import annotations
 
 import gzip
+import logging
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
