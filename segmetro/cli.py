@@ -416,7 +416,7 @@ def _dry_run(
     from segmetro.plan import plan
     from segmetro.state import StateDB
 
-    db = StateDB.open(state_path) if state_path.exists() else None
+    db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
     try:
         with output.Progress(
             total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
@@ -512,7 +512,7 @@ def verify(
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     window = Window.from_options(since=None, until=None, now=now)
-    with StateDB.open(state) as db:
+    with StateDB.open(state, readonly=True) as db:
         report = asyncio.run(
             verify_sample(
                 db, sample=sample, now=window.now, config=SenderConfig(api_url=api_url, token=token)
@@ -542,7 +542,7 @@ def status(
 
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
-    with StateDB.open(state) as db:
+    with StateDB.open(state, readonly=True) as db:
         runs = db.runs()
         checkpoints = db.checkpoints()
         ledger = db.ledger_size()

@@ -22,7 +22,13 @@ from segmetro.errors import DeliveryError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
 from segmetro.sources import InputSet, iter_records, read_object
-from segmetro.state import Checkpoint, CheckpointTracker, LedgerEntry, StateDB
+from segmetro.state import (
+    UNRECORDED_PAYLOAD,
+    Checkpoint,
+    CheckpointTracker,
+    LedgerEntry,
+    StateDB,
+)
 from segmetro.window import Window
 
 #: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
@@ -395,7 +401,8 @@ class _Delivery:
 
 def changed_reject(mapped: Mapped, previous: LedgerEntry) -> Reject:
     before = previous.payload
-    changes = "; ".join(line.strip() for line in field_diff(before or {}, mapped.payload))
+    lines = [UNRECORDED_PAYLOAD] if before is None else field_diff(before, mapped.payload)
+    changes = "; ".join(line.strip() for line in lines)
     return Reject(
         reason=Reason.CHANGED,
         detail=(

@@ -17,7 +17,7 @@ from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.pipeline import LEDGER_CHUNK, RejectSink, field_diff, select
 from segmetro.sources import InputSet, iter_records
-from segmetro.state import StateDB
+from segmetro.state import UNRECORDED_PAYLOAD, StateDB
 from segmetro.window import Window
 
 #: How many field diffs a plan or a diff shows; the counts cover everything.
@@ -113,12 +113,17 @@ def plan(
             else:
                 category = "changed"
                 if len(result.changed) < SHOWN_DIFFS:
+                    before = previous.payload
                     result.changed.append(
                         EventDiff(
                             transaction_id=payload["transaction_id"],
                             source=mapped.record.coords,
                             mapping=mapped.mapping,
-                            lines=field_diff(previous.payload or {}, payload),
+                            lines=(
+                                [UNRECORDED_PAYLOAD]
+                                if before is None
+                                else field_diff(before, payload)
+                            ),
                         )
                     )
             result.note(category, mapped.mapping, payload["event_type"], payload["timestamp"][:10])

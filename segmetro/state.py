@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -31,6 +32,7 @@ from segmetro.errors import LockedError, StateError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "UNRECORDED_PAYLOAD",
     "Checkpoint",
     "CheckpointTracker",
     "LedgerEntry",
@@ -43,6 +45,11 @@ __all__ = [
 
 #: Version of the schema this code writes; older files are migrated on open.
 SCHEMA_VERSION = 2
+
+#: Shown instead of a field diff for a ledger entry from schema v1, which kept no payload.
+UNRECORDED_PAYLOAD = (
+    "(the payload sent then was not recorded by this older state file; only its digest differs)"
+)
 
 #: Host parameters per ``IN (...)`` query: below SQLite's historical limit of 999.
 _IN_CHUNK = 500
@@ -274,9 +281,15 @@ class StateDB:
     # -- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> StateDB:
-        """Open or create a state file, migrating an older schema; refuse anything else."""
+    def open(cls, path: str | Path, *, readonly: bool = False) -> StateDB:
+        """Open or create a state file, migrating an older schema; refuse anything else.
+
+        ``readonly`` (dry runs, ``status``, ``verify``) never creates, migrates or writes the
+        file: it must exist, and a file of an older schema is migrated in a copy in memory.
+        """
         path = Path(path)
+        if readonly:
+            return cls._open_readonly(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -289,6 +302,39 @@ class StateDB:
             raise StateError(f"cannot open state file {path}: {exc}") from exc
         try:
             cls._prepare(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    @classmethod
+    def _open_readonly(cls, path: Path) -> StateDB:
+        if not path.is_file():
+            raise StateError(f"state file {path} does not exist")
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state file {path}: {exc}") from exc
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(_newer_message(path, version))
+            if version < SCHEMA_VERSION:
+                memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                try:
+                    conn.backup(memory)
+                    _migrate(memory, path)
+                except BaseException:
+                    memory.close()
+                    raise
+                conn.close()
+                conn = memory
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(f"{path} is not a usable segmetro state file: {exc}") from exc
         except BaseException:
             conn.close()
             raise

@@ -231,5 +231,199 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     assert text.exit_code == 0
     assert f"{len(expected)} delivered events in the ledger" in text.stderr
     assert "lock: free" in text.stderr
-    for f in inputs:
-        assert f"  {f}: done" in text.stderr
+    for name in inputs:
+        assert f"  {name}: done" in text.stderr
+
+
+# -- in-process re-runs ------------------------------------------------------------------------
+
+
+def replay(runner: CliRunner, server: FakeMetronome, state: Path, *args: str) -> Any:
+    return runner.invoke(
+        app,
+        [
+            "replay", "-m", MAPPING, "--now", SAMPLES_NOW, "--api-url", server.url, "-q",
+            "--state", str(state), "--json", *args,
+        ],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+def test_second_run_while_the_lock_is_held_exits_3(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """A live holder (this very process) keeps the lock: the second run sends nothing."""
+    server = fake_metronome()
+    state = tmp_path / "state.db"
+    with StateDB.open(state) as holder:
+        holder.acquire_lock("cron-run-1")
+        result = replay(runner, server, state, str(SAMPLES / "events"))
+        assert result.exit_code == 3, result.output
+        assert f"state file {state} is locked by run cron-run-1 (pid {os.getpid()}" in (
+            result.stderr
+        )
+        assert "another segmetro run is using it" in result.stderr
+        assert server.snapshot(include_events=False).requests == 0
+        # The refused run neither took nor released the holder's lock, and left no run row.
+        lock = holder.lock_holder()
+        assert lock is not None and lock.run_id == "cron-run-1"
+        assert holder.runs() == []
+        holder.release_lock("cron-run-1")
+    result = replay(runner, server, state, str(SAMPLES / "events"))
+    assert result.exit_code == 1, result.output  # the samples hold rejects
+    assert orjson.loads(result.stdout)["sent"] == 115  # every billable sample event
+    assert server.snapshot(include_events=False).events_accepted == 115
+
+
+def test_changed_input_file_is_read_again_and_only_new_events_are_sent(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    start = SAMPLES_NOW_DT - timedelta(days=3)
+    first = write_jsonl(tmp_path / "a.jsonl", list(messages(300, start=start, prefix="a")))
+    other = write_jsonl(tmp_path / "b.jsonl", list(messages(200, start=start, prefix="b")))
+    server = fake_metronome()
+    state = tmp_path / "state.db"
+    done = replay(runner, server, state, str(first), str(other))
+    assert done.exit_code == 0, done.output
+    before = orjson.loads(done.stdout)
+    in_first = len(mapped(runner, str(first)))
+
+    extra = list(messages(40, start=start, prefix="a-more", seed=99))
+    with first.open("ab") as fh:
+        fh.write(b"".join(orjson.dumps(m) + b"\n" for m in extra))
+    new_ids = {e["transaction_id"] for e in mapped(runner, str(first))} - {
+        e["transaction_id"] for e in server.snapshot().events
+    }
+    assert 0 < len(new_ids) < 40
+    received = server.snapshot(include_events=False).events_received
+
+    again = replay(runner, server, state, str(first), str(other))
+    assert again.exit_code == 0, again.output
+    assert f"warning: {first} changed since its checkpoint" in again.stderr
+    assert "reading it again from the start" in again.stderr
+    summary = orjson.loads(again.stdout)
+    assert summary["inputs_skipped"] == 1  # b.jsonl is unchanged and done
+    assert summary["read"] == 340
+    assert summary["unchanged"] == in_first
+    assert summary["sent"] == len(new_ids)
+    end = server.snapshot()
+    assert end.events_received - received == len(new_ids)  # nothing old went out again
+    assert end.duplicates_ignored == 0
+    assert end.events_accepted == before["sent"] + len(new_ids)
+
+    # And the checkpoint now describes the new file: a third run skips both.
+    third = replay(runner, server, state, str(first), str(other))
+    assert third.exit_code == 0, third.output
+    assert "changed since its checkpoint" not in third.stderr
+    assert (orjson.loads(third.stdout)["inputs_skipped"], orjson.loads(third.stdout)["read"]) == (
+        2,
+        0,
+    )
+
+
+# A state file as the first released schema wrote it: no payloads, options or done flags.
+_V1 = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL,
+                   ended_at TEXT, exit_code INTEGER);
+CREATE TABLE checkpoints (source TEXT PRIMARY KEY, identity TEXT NOT NULL,
+                          line INTEGER NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE ledger (transaction_id TEXT PRIMARY KEY, digest BLOB NOT NULL,
+                     sent_at TEXT NOT NULL, run_id TEXT);
+CREATE TABLE lock (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL,
+                   pid INTEGER NOT NULL, acquired_at TEXT NOT NULL);
+INSERT INTO runs VALUES ('r1', 'replay', '2026-11-25T00:00:00.000Z',
+                         '2026-11-25T00:01:00.000Z', 0);
+INSERT INTO checkpoints VALUES ('/data/old.jsonl', '10:1700000000', 42,
+                                '2026-11-25T00:01:00.000Z');
+PRAGMA user_version = 1;
+"""
+
+
+def make_v1(path: Path, ledger: list[tuple[str, bytes]]) -> Path:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(_V1)
+        conn.executemany(
+            "INSERT INTO ledger VALUES (?, ?, '2026-11-25T00:00:30.000Z', 'r1')", ledger
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def user_version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_state_file_from_schema_v1_works_with_status_dry_run_and_replay(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """v1 kept digests but no payloads: they still mark events unchanged or changed."""
+    from segmetro.dedup import payload_digest
+
+    src = write_jsonl(
+        tmp_path / "e.jsonl",
+        list(messages(60, start=SAMPLES_NOW_DT - timedelta(days=2), seed=5)),
+    )
+    expected = mapped(runner, str(src))
+    same, changed = expected[0], expected[1]
+    state = make_v1(
+        tmp_path / "state.db",
+        [
+            (same["transaction_id"], payload_digest(same)),
+            (changed["transaction_id"], payload_digest({**changed, "properties": {}})),
+        ],
+    )
+
+    status = runner.invoke(app, ["status", "--state", str(state), "--json"])
+    assert status.exit_code == 0, status.output
+    shown = orjson.loads(status.stdout)
+    assert shown["ledger"] == 2
+    assert [(r["id"], r["exit_code"]) for r in shown["runs"]] == [("r1", 0)]
+    assert [(c["source"], c["line"], c["done"]) for c in shown["checkpoints"]] == [
+        ("/data/old.jsonl", 42, False)
+    ]
+
+    plan = runner.invoke(
+        app,
+        ["replay", "-m", MAPPING, "--now", SAMPLES_NOW, "--dry-run", "--json", "--state",
+         str(state), str(src)],
+    )  # fmt: skip
+    assert plan.exit_code == 1, plan.output  # one changed event
+    shown = orjson.loads(plan.stdout)
+    assert shown["plan"]["new"] == len(expected) - 2
+    assert shown["plan"]["unchanged"] == 1
+    assert shown["plan"]["changed"] == 1
+    (diff,) = shown["changed_sample"]
+    assert diff["transaction_id"] == changed["transaction_id"]
+    assert diff["changes"] == [
+        "(the payload sent then was not recorded by this older state file; only its digest differs)"
+    ]
+    assert user_version(state) == 1  # the dry run did not migrate (or otherwise write) it
+
+    server = fake_metronome()
+    result = replay(runner, server, state, str(src), "--rejects", str(tmp_path / "rej.jsonl"))
+    assert result.exit_code == 1, result.output  # the changed event is a reject
+    assert user_version(state) == 2
+    summary = orjson.loads(result.stdout)
+    assert (summary["sent"], summary["unchanged"], summary["rejected"]) == (
+        len(expected) - 2,
+        1,
+        {"changed": 1},
+    )
+    assert set(by_id(server.snapshot().events)) == set(by_id(expected)) - {
+        same["transaction_id"],
+        changed["transaction_id"],
+    }
+    (reject,) = [orjson.loads(x) for x in (tmp_path / "rej.jsonl").read_bytes().splitlines()]
+    assert reject["reason"] == "changed"
+    assert "was sent by run r1 with a different payload" in reject["detail"]
+    assert "not recorded" in reject["detail"]
+    with StateDB.open(state) as db:
+        assert [r.id for r in db.runs()][-1] == "r1"
+        assert db.ledger_size() == len(expected)
