@@ -472,7 +472,13 @@ async def run_replay(
         run_id=run_id,
     )
     resume = _Resume(start={}, skipped=[], warnings=[])
-    if state is not None:
+    if state is not None and resend_changed:
+        # Changed events of finished inputs were rejected by an earlier run: find them again.
+        report.warnings.append(
+            "--resend-changed: reading every input from the start, checkpoints ignored "
+            "(events already sent with the same payload are skipped by the ledger)"
+        )
+    elif state is not None:
         resume = plan_resume(inputs, state, signature)
         report.warnings.extend(resume.warnings)
         report.inputs_skipped = len(resume.skipped)

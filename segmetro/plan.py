@@ -65,7 +65,8 @@ class Plan:
         self.by_day.setdefault(day, Counter())[category] += 1
 
     def to_json(self) -> dict[str, Any]:
-        categories = dict(self.categories)
+        categories = {"new": 0, "unchanged": 0, "changed": 0}
+        categories.update(self.categories)
         categories["filtered"] = self.counts.filtered
         for reason, n in self.counts.rejected.items():
             categories[f"rejected:{reason}"] = n
@@ -175,11 +176,15 @@ class MappingDiff:
 
 
 def _outputs(
-    record: Record, mappings: MappingSet, counts: Counts, window: Window
+    record: Record, mappings: MappingSet, counts: Counts, window: Window, deduper: RunDeduper
 ) -> dict[str, Mapped]:
-    """The events one mapping version makes of one message, keyed by transaction_id."""
+    """The events one mapping version makes of one message, keyed by transaction_id.
+
+    Events already made from an earlier message (duplicates in the input) are counted once,
+    as a replay would send them once.
+    """
     out: dict[str, Mapped] = {}
-    for item in select([record], mappings, window=window, counts=counts, deduper=None):
+    for item in select([record], mappings, window=window, counts=counts, deduper=deduper):
         if isinstance(item, Mapped):
             counts.emitted += 1
             out.setdefault(item.payload["transaction_id"], item)
@@ -189,12 +194,18 @@ def _outputs(
 def diff(old: MappingSet, new: MappingSet, inputs: InputSet, *, window: Window) -> MappingDiff:
     """Run both mapping versions over each message and compare what they would send.
 
+    The sample holds up to ``SHOWN_DIFFS`` events of each kind (added, removed, changed).
+
     Events are matched by transaction_id within each message, so memory stays flat.
     """
     result = MappingDiff(old=Counts(), new=Counts())
 
+    shown: Counter[str] = Counter()
+
     def sample(kind: str, mapped: Mapped, lines: list[str]) -> None:
-        if len(result.samples) < SHOWN_DIFFS:
+        # A few of each kind: the first hundred added events must not hide every removal.
+        shown[kind] += 1
+        if shown[kind] <= SHOWN_DIFFS:
             result.samples.append(
                 (
                     kind,
@@ -207,23 +218,34 @@ def diff(old: MappingSet, new: MappingSet, inputs: InputSet, *, window: Window) 
                 )
             )
 
-    for item in _records(iter_records(inputs), result):
-        before = _outputs(item, old, result.old, window)
-        after = _outputs(item, new, result.new, window)
-        for tid, mapped in after.items():
-            if tid not in before:
-                result.added += 1
-                sample("added", mapped, field_diff({}, mapped.payload))
-            elif before[tid].payload == mapped.payload:
-                result.same += 1
-            else:
-                result.changed += 1
-                sample("changed", mapped, field_diff(before[tid].payload, mapped.payload))
-        for tid, mapped in before.items():
-            if tid not in after:
-                result.removed += 1
-                sample("removed", mapped, field_diff(mapped.payload, {}))
+    with RunDeduper() as old_seen, RunDeduper() as new_seen:
+        for item in _records(iter_records(inputs), result):
+            before = _outputs(item, old, result.old, window, old_seen)
+            after = _outputs(item, new, result.new, window, new_seen)
+            _compare(before, after, result, sample)
     return result
+
+
+def _compare(
+    before: dict[str, Mapped],
+    after: dict[str, Mapped],
+    result: MappingDiff,
+    sample: Callable[[str, Mapped, list[str]], None],
+) -> None:
+    """Count (and sample) the events of one message that appear, disappear or change."""
+    for tid, mapped in after.items():
+        if tid not in before:
+            result.added += 1
+            sample("added", mapped, field_diff({}, mapped.payload))
+        elif before[tid].payload == mapped.payload:
+            result.same += 1
+        else:
+            result.changed += 1
+            sample("changed", mapped, field_diff(before[tid].payload, mapped.payload))
+    for tid, mapped in before.items():
+        if tid not in after:
+            result.removed += 1
+            sample("removed", mapped, field_diff(mapped.payload, {}))
 
 
 def _records(stream: Iterator[Record | Reject], result: MappingDiff) -> Iterator[Record]:
