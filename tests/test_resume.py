@@ -266,7 +266,8 @@ def test_second_run_while_the_lock_is_held_exits_3(
         assert server.snapshot(include_events=False).requests == 0
         # The refused run neither took nor released the holder's lock, and left no run row.
         lock = holder.lock_holder()
-        assert lock is not None and lock.run_id == "cron-run-1"
+        assert lock is not None
+        assert lock.run_id == "cron-run-1"
         assert holder.runs() == []
         holder.release_lock("cron-run-1")
     result = replay(runner, server, state, str(SAMPLES / "events"))
