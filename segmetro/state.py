@@ -377,6 +377,9 @@ class StateDB:
             raise StateError(f"cannot write state file {self.path}: {exc}") from exc
         try:
             yield conn
+        except sqlite3.OperationalError as exc:  # disk full, read-only file: a clear error
+            conn.execute("ROLLBACK")
+            raise StateError(f"cannot write state file {self.path}: {exc}") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
