@@ -303,9 +303,10 @@ def show_status(
     out.print(escape(f"runs ({len(runs)} latest):"))
     for r in runs:
         counts = r.counts or {}
+        outcome = "unfinished" if r.exit_code is None else f"exit={r.exit_code}"
         out.print(
             escape(
-                f"  {r.started_at} {r.id} {r.command} exit={r.exit_code} "
+                f"  {r.started_at} {r.id} {r.command} {outcome} "
                 f"read={counts.get('read', '-')} sent={counts.get('sent', '-')} "
                 f"rejected={counts.get('rejected_total', '-')}"
             )

@@ -231,6 +231,8 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     assert text.exit_code == 0
     assert f"{len(expected)} delivered events in the ledger" in text.stderr
     assert "lock: free" in text.stderr
+    assert text.stderr.count(" replay unfinished ") == 3
+    assert text.stderr.count(" replay exit=0 ") == 2
     for name in inputs:
         assert f"  {name}: done" in text.stderr
 
