@@ -30,6 +30,15 @@ def _stable_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _samples_stay_clean() -> Iterator[None]:
+    """No test may leave state beside the sample mappings (every replay passes --state)."""
+    stray = SAMPLES / ".segmetro"
+    existed = stray.exists()
+    yield
+    assert existed or not stray.exists(), f"a test wrote {stray}: pass --state to replay"
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
