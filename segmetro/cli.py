@@ -175,6 +175,15 @@ def map_command(
     now: NowOpt = None,
     endpoint_url: EndpointOpt = None,
     quiet: QuietOpt = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes that read and map input files (default: the number of CPUs; "
+            "1 = this process only). Output and rejects do not depend on it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write the exact Metronome events as JSON lines, without sending anything.
 
@@ -185,6 +194,7 @@ def map_command(
     from segmetro.pipeline import run_map
     from segmetro.sources import open_inputs
     from segmetro.window import Window
+    from segmetro.workers import default_workers
 
     mappings = load_mapping(mapping)
     window = Window.from_options(since=since, until=until, now=now)
@@ -202,6 +212,7 @@ def map_command(
             out=sink,
             rejects_path=rejects,
             on_bytes=progress.advance,
+            workers=workers if workers is not None else default_workers(),
         )
     output.summary(report.counts)
     output.rejects(

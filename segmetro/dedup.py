@@ -8,10 +8,12 @@ A Python ``set`` of every id costs ~100 bytes per id and would break the memory 
 10^6-event run (issue 6), so the ids live in flat arrays instead:
 
 * ``_keys``  (``array('q')``): the 64-bit ``hash()`` of each first-seen id, in arrival order;
-* ``_offs``  (``array('Q')``): where that id's record starts in the spill;
+* ``_offs``  (``array('Q')``): where that id's record starts in the spill (shifted left by one;
+  the low bit says whether the record is ``check_encoded``'s bytes alone);
 * ``_index`` (``array('I')``): an open-addressing table (linear probing, load ≤ 1/2) of entry
   numbers + 1, 0 meaning empty — rehashing touches only this small table;
-* the spill: for each first-seen id, its UTF-8 bytes and its canonical payload, appended to a
+* the spill: for each first-seen id, its UTF-8 bytes and its canonical payload (``check``), or
+  the payload as the caller serialised it, which holds the id (``check_encoded``), appended to a
   1 MiB memory buffer that overflows into an anonymous temporary file (deleted by the OS even if
   the process is killed).
 
@@ -38,6 +40,8 @@ _MAX_ENTRIES = (1 << (8 * array(_INDEX_TYPE).itemsize)) - 2
 _INITIAL_SLOTS = 1 << 10
 _SPILL_BUFFER = 1 << 20
 _LEN_BYTES = 4
+#: low bit of an ``_offs`` entry: the record is ``check_encoded``'s bytes alone (no id prefix)
+_ENCODED = 1
 
 
 def canonical_bytes(payload: Mapping[str, Any]) -> bytes:
@@ -126,37 +130,87 @@ class RunDeduper:
         keys = self._keys
         mask = self._mask
         slot = key & mask
-        tid_bytes: bytes | None = None
-        while True:
-            entry = index[slot]
-            if not entry:
-                break
+        entry = index[slot]
+        while entry:
             if keys[entry - 1] == key:
-                if tid_bytes is None:
-                    tid_bytes = transaction_id.encode("utf-8", "surrogatepass")
-                first_tid, first_payload = self._record(entry - 1)
-                if first_tid == tid_bytes:
-                    if first_payload == canonical:
-                        return _DUPLICATE
-                    return DedupResult("conflict", orjson.loads(first_payload))
+                verdict = self._compare(entry - 1, transaction_id, canonical, canonical=True)
+                if verdict is not None:
+                    return verdict
             slot = (slot + 1) & mask
-        if tid_bytes is None:
-            tid_bytes = transaction_id.encode("utf-8", "surrogatepass")
+            entry = index[slot]
+        tid_bytes = transaction_id.encode("utf-8", "surrogatepass")
+        self._add(key, slot, len(tid_bytes).to_bytes(_LEN_BYTES, "little") + tid_bytes, 0)
+        self._buf += canonical
+        self._after_add()
+        return _NEW
+
+    def check_encoded(self, transaction_id: str, encoded: bytes) -> DedupResult:
+        """As `check`, for a payload already serialised, in any key order, as a JSON object whose
+        ``"transaction_id"`` is `transaction_id` (e.g. the output line).
+
+        The hot path of ``map``: no second serialisation, and only the bytes are kept (the id is
+        read back from them on a hit). Equal bytes are a duplicate at once; when the bytes differ
+        the two payloads are compared in canonical form. A ``conflict``'s ``first_payload`` is the
+        same (key-sorted) object `check` would give.
+        """
+        if self._closed:
+            raise ValueError("RunDeduper is closed")
+        key = hash(transaction_id)
+        index = self._index
+        keys = self._keys
+        mask = self._mask
+        slot = key & mask
+        entry = index[slot]
+        while entry:
+            if keys[entry - 1] == key:
+                verdict = self._compare(entry - 1, transaction_id, encoded, canonical=False)
+                if verdict is not None:
+                    return verdict
+            slot = (slot + 1) & mask
+            entry = index[slot]
         entries = len(keys)
         if entries >= _MAX_ENTRIES:
             raise OverflowError("too many transaction ids for one run")
         keys.append(key)
         buf = self._buf
-        self._offs.append(self._flushed + len(buf))
-        buf += len(tid_bytes).to_bytes(_LEN_BYTES, "little")
-        buf += tid_bytes
-        buf += canonical
+        self._offs.append((self._flushed + len(buf)) << 1 | _ENCODED)
+        buf += encoded
         index[slot] = entries + 1
-        if entries + 1 > self._limit:
+        if entries >= self._limit:
             self._grow()
         if len(buf) >= _SPILL_BUFFER:
             self._spill()
         return _NEW
+
+    def _add(self, key: int, slot: int, head: bytes, flag: int) -> None:
+        entries = len(self._keys)
+        if entries >= _MAX_ENTRIES:
+            raise OverflowError("too many transaction ids for one run")
+        self._keys.append(key)
+        self._offs.append((self._flushed + len(self._buf)) << 1 | flag)
+        self._buf += head
+        self._index[slot] = entries + 1
+
+    def _after_add(self) -> None:
+        if len(self._keys) > self._limit:
+            self._grow()
+        if len(self._buf) >= _SPILL_BUFFER:
+            self._spill()
+
+    def _compare(
+        self, entry: int, transaction_id: str, data: bytes, *, canonical: bool
+    ) -> DedupResult | None:
+        """The verdict against an entry with the same 64-bit key, or None if its id differs."""
+        first_tid, first_payload = self._record(entry)
+        if first_tid != transaction_id:
+            return None
+        if first_payload == data:
+            return _DUPLICATE
+        sorted_first = orjson.dumps(orjson.loads(first_payload), option=orjson.OPT_SORT_KEYS)
+        later = data if canonical else orjson.dumps(orjson.loads(data), option=orjson.OPT_SORT_KEYS)
+        if later == sorted_first:
+            return _DUPLICATE
+        return DedupResult("conflict", orjson.loads(sorted_first))
 
     def _grow(self) -> None:
         """Double the index and reinsert every entry; the entry arrays stay where they are."""
@@ -183,11 +237,12 @@ class RunDeduper:
         self._flushed += len(self._buf)
         self._buf = bytearray()
 
-    def _record(self, entry: int) -> tuple[bytes, bytes]:
-        """The spilled (id bytes, canonical payload) of an entry; only read on a key hit."""
+    def _record(self, entry: int) -> tuple[str, bytes]:
+        """The spilled (id, payload bytes) of an entry; only read on a key hit."""
         offs = self._offs
-        start = offs[entry]
-        end = offs[entry + 1] if entry + 1 < len(offs) else self._flushed + len(self._buf)
+        start = offs[entry] >> 1
+        encoded = offs[entry] & _ENCODED
+        end = offs[entry + 1] >> 1 if entry + 1 < len(offs) else self._flushed + len(self._buf)
         if start >= self._flushed:
             data = bytes(self._buf[start - self._flushed : end - self._flushed])
         else:
@@ -201,5 +256,9 @@ class RunDeduper:
                 if not chunk:
                     raise OSError("dedup spill file is shorter than expected")
                 data += chunk
+        if encoded:
+            tid = orjson.loads(data).get("transaction_id")
+            return (tid if isinstance(tid, str) else ""), data
         tid_len = int.from_bytes(data[:_LEN_BYTES], "little")
-        return data[_LEN_BYTES : _LEN_BYTES + tid_len], data[_LEN_BYTES + tid_len :]
+        tid_bytes = data[_LEN_BYTES : _LEN_BYTES + tid_len]
+        return tid_bytes.decode("utf-8", "surrogatepass"), data[_LEN_BYTES + tid_len :]

@@ -171,19 +171,59 @@ def run_map(
     out: IO[bytes],
     rejects_path: Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> MapReport:
-    """Write the exact Metronome events for `inputs` as JSON lines to `out`."""
+    """Write the exact Metronome events for `inputs` as JSON lines to `out`.
+
+    With ``workers > 1`` and several re-readable inputs, inputs are read and mapped in that many
+    worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
+    input order, so output and rejects are the same as with one process.
+    """
+    from segmetro import workers as fast
+    from segmetro.mapping import fastpaths
+
     counts = Counts()
-    dumps = orjson.dumps
-    newline = orjson.OPT_APPEND_NEWLINE
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
-        stream = iter_records(inputs, on_bytes=on_bytes)
-        for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
-            if isinstance(item, Reject):
-                sink.add(item)
-            else:
-                counts.emitted += 1
-                out.write(dumps(item.payload, option=newline))
+        if workers > 1 and fast.can_run_parallel(mappings, inputs.objects):
+            fast.run_parallel(
+                mappings,
+                inputs.objects,
+                window=window,
+                workers=workers,
+                counts=counts,
+                deduper=deduper,
+                writer=fast.LineWriter(out),
+                on_reject=sink.add,
+                on_bytes=on_bytes,
+            )
+        elif fastpaths.enabled():
+            # one serialisation per output, shared by the duplicate check and the output
+            lines = fast.mapped_lines(
+                iter_records(inputs, on_bytes=on_bytes),
+                mappings,
+                window=window,
+                counts=counts,
+                on_reject=sink.add,
+            )
+            fast.dedup_and_write(
+                lines,
+                mappings,
+                counts=counts,
+                deduper=deduper,
+                writer=fast.LineWriter(out),
+                on_reject=sink.add,
+            )
+        else:
+            # the general path, which the fast one must match byte for byte
+            dumps = orjson.dumps
+            newline = orjson.OPT_APPEND_NEWLINE
+            stream = iter_records(inputs, on_bytes=on_bytes)
+            for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
+                if isinstance(item, Reject):
+                    sink.add(item)
+                else:
+                    counts.emitted += 1
+                    out.write(dumps(item.payload, option=newline))
         return MapReport(
             counts=counts,
             rejects=sink.shown,

@@ -7,18 +7,22 @@ field and the reason; nothing raised by an expression escapes :meth:`MappingSet.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from segmetro.mapping import fastpaths
 from segmetro.mapping.timestamps import normalize_timestamp
 from segmetro.mapping.values import (
     MISSING,
     Expr,
     ExpressionFailure,
     ObjectExpr,
+    constant_value,
     describe,
     js_number,
+    path_keys,
     to_text,
 )
 from segmetro.models import JsonObject, Mapped, Reason, Record, Reject
@@ -129,11 +133,15 @@ class Mapping:
     fields: tuple[FieldSpec, ...]
     line: int | None = None
     _plan: tuple[tuple[FieldSpec, Expr, int], ...] = field(init=False, repr=False, compare=False)
+    #: the whole mapping as one function for the common event (see `_compile_fast`), or None
+    fast: FastPayload | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kinds = {"transaction_id": _TID, "timestamp": _TS, "properties": _PROPS}
         plan = tuple((spec, spec.expr, kinds.get(spec.name, _ID)) for spec in self.fields)
         object.__setattr__(self, "_plan", plan)
+        fast = _compile_fast(self, plan) if fastpaths.enabled() else None
+        object.__setattr__(self, "fast", fast)
 
     def matches(self, event: JsonObject) -> bool:
         """Whether this mapping fires for the event (no trigger = every event)."""
@@ -298,10 +306,78 @@ class Mapping:
             )
         if not self.string_properties:
             return value
-        return {
-            key: item if item is None or isinstance(item, dict | list | str) else to_text(item)
-            for key, item in value.items()
-        }
+        return _stringify_properties(value)
+
+
+#: A compiled mapping for the common event: the payload, or None when anything is unusual
+#: (a missing or odd value, an expression that raised), and the general path must decide.
+FastPayload = Callable[[JsonObject], "JsonObject | None"]
+
+
+def _compile_fast(mapping: Mapping, plan: tuple[tuple[FieldSpec, Expr, int], ...]) -> FastPayload:
+    """Generate one Python function that builds the payload of `mapping` for the common event.
+
+    Simple paths (``$.a.b``) become inline ``event["a"]["b"]`` lookups, scalar constants become
+    literals, other expressions are called; then the output rules are checked for the common
+    values only (a non-empty string id, a transaction_id of at most 128 characters, a timestamp
+    already in normal form, an object ``properties``). Anything else (a missing value, a number
+    id, an odd timestamp, an expression that raised) returns None and the caller takes the
+    general path (`Mapping.map`), which gives the same payload or the precise reject. The
+    result is therefore byte-identical to the general path (``tests/test_perf_paths.py``).
+    """
+    names: dict[str, Any] = {"_valid_iso": datetime.fromisoformat, "_MAX_TID": MAX_TRANSACTION_ID}
+    body: list[str] = []
+    for i, (_spec, expr, kind) in enumerate(plan):
+        v = f"v{i}"
+        keys = path_keys(expr)
+        is_constant, value = constant_value(expr)
+        if keys is not None:
+            body.append(f"{v} = event" + "".join(f"[{key!r}]" for key in keys))
+        elif is_constant and (type(value) is str or value is None or value is MISSING):
+            names[f"c{i}"] = value
+            body.append(f"{v} = c{i}")
+        else:
+            names[f"e{i}"] = expr
+            body.append(f"{v} = e{i}(event)")
+        if kind == _TID:
+            body.append(f"if type({v}) is not str or not {v} or len({v}) > _MAX_TID:")
+        elif kind == _TS:
+            # timestamps.is_normal_form, inline; fromisoformat raises ValueError otherwise
+            body.append(
+                f"if (type({v}) is not str or len({v}) != 24 or {v}[23] != 'Z' or {v}[10] != 'T'"
+                f" or {v}[19] != '.' or {v}[4] != '-' or {v}[7] != '-' or {v}[13] != ':'"
+                f" or {v}[16] != ':' or not {v}.isascii()):"
+            )
+        elif kind == _PROPS:
+            body.append(f"if type({v}) is not dict:")
+        else:
+            body.append(f"if type({v}) is not str or not {v}:")
+        body.append("    return None")
+        if kind == _TS:
+            body.append(f"_valid_iso({v})")
+        if kind == _PROPS and mapping.string_properties:
+            names[f"p{i}"] = _stringify_properties
+            body.append(f"{v} = p{i}({v})")
+    payload = ", ".join(f"{spec.name!r}: v{i}" for i, (spec, _, _) in enumerate(plan))
+    lines = [
+        "def fast(event):",
+        "    try:",
+        *(f"        {line}" for line in body),
+        "    except Exception:",
+        "        return None",
+        f"    return {{{payload}}}",
+    ]
+    exec(compile("\n".join(lines), f"<mapping {mapping.name}>", "exec"), names)
+    fast: FastPayload = names["fast"]
+    return fast
+
+
+def _stringify_properties(value: JsonObject) -> JsonObject:
+    """``string_properties`` for an object (as `Mapping._properties`)."""
+    return {
+        key: item if item is None or isinstance(item, dict | list | str) else to_text(item)
+        for key, item in value.items()
+    }
 
 
 @dataclass(slots=True)
@@ -311,6 +387,8 @@ class MappingSet:
     mappings: list[Mapping]
     path: str = "<mapping>"
     warnings: list[MappingWarning] = field(default_factory=list)
+    #: the YAML it was compiled from (set by the loader): worker processes compile it again
+    source_text: str | None = field(default=None, repr=False, compare=False)
 
     def apply(self, record: Record, stats: FieldStats | None = None) -> list[Mapped | Reject]:
         """One Mapped or Reject per mapping whose trigger matches; an empty list = filtered."""

@@ -577,7 +577,9 @@ def load_mapping_text(text: str, *, name: str = "<mapping>") -> MappingSet:
             ) from None
         except yaml.YAMLError as exc:
             raise MappingFileError(f"invalid YAML: {exc}", path=name) from None
-        return _Compiler(loader, name).mapping_set(root)
+        mapping_set = _Compiler(loader, name).mapping_set(root)
+        mapping_set.source_text = text
+        return mapping_set
     finally:
         loader.dispose()
 

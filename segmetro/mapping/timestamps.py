@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from segmetro.mapping import fastpaths as _fast_paths
+
 #: Epoch values whose magnitude is at least this are milliseconds, smaller ones seconds.
 #: 1e11 s is the year 5138, while 1e11 ms is March 1973: the two ranges do not overlap in practice.
 EPOCH_MS_THRESHOLD = 100_000_000_000
@@ -115,6 +117,39 @@ def _from_text(text: str, original: Any) -> str:
     return _format(moment)
 
 
+_fromisoformat = datetime.fromisoformat
+
+
+def is_normal_form(value: str) -> bool:
+    """Whether `value` is already ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (ASCII digits) and a valid time.
+
+    The form Segment itself writes, so the common case: the separators are checked by position
+    and ``datetime.fromisoformat`` (fast, in C) checks the digits and the ranges. With the
+    separators where they are and only ASCII, nothing else it accepts fits (no week dates, no
+    offsets, no other fraction length).
+    """
+    return (
+        len(value) == 24
+        and value[23] == "Z"
+        and value[10] == "T"
+        and value[19] == "."
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and value.isascii()
+        and _valid_iso(value)
+    )
+
+
+def _valid_iso(value: str) -> bool:
+    try:
+        _fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_timestamp(value: Any) -> str:
     """Normalise a timestamp to ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC, or raise ``ValueError``.
 
@@ -125,21 +160,8 @@ def normalize_timestamp(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        # Fast path for the form Segment itself writes: already normal once it is valid.
-        if (
-            len(value) == 24
-            and value[10] == "T"
-            and value[19] == "."
-            and value[23] == "Z"
-            and value[:4] != "0000"
-        ):
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                pass
-            else:
-                if value[20:23].isdigit():
-                    return str(value)
+        if _fast_paths.enabled() and is_normal_form(value):
+            return str(value)
         return _from_text(value, value)
     if kind is int:
         return _from_epoch(Decimal(value), value)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
 import orjson
 
+from segmetro.mapping import fastpaths as _fast_paths
 from segmetro.models import JsonObject
 
 
@@ -173,11 +175,37 @@ def _copy(value: Any) -> Any:
     return value
 
 
+#: What the compiled-mapping fast path may inline: simple paths (their keys) and scalar constants.
+_PATH_KEYS: weakref.WeakKeyDictionary[Expr, tuple[str, ...]] = weakref.WeakKeyDictionary()
+_CONSTANTS: weakref.WeakKeyDictionary[Expr, Any] = weakref.WeakKeyDictionary()
+
+
+def path_keys(expr: Expr) -> tuple[str, ...] | None:
+    """The object keys of a simple path made only of names (``$.a.b``), else None."""
+    try:
+        return _PATH_KEYS.get(expr)
+    except TypeError:  # not weakly referenceable (an ObjectExpr): not a path
+        return None
+
+
+def constant_value(expr: Expr) -> tuple[bool, Any]:
+    """``(True, value)`` when `expr` is a scalar constant (``MISSING`` included), else
+    ``(False, None)``."""
+    try:
+        if expr in _CONSTANTS:
+            return True, _CONSTANTS[expr]
+    except TypeError:  # not weakly referenceable (an ObjectExpr): not a constant
+        pass
+    return False, None
+
+
 def constant(value: Any) -> Expr:
     """A literal; containers are copied per event so no consumer can alter the mapping."""
     if isinstance(value, dict | list):
         return lambda _event: _copy(value)
-    return lambda _event: value
+    expr: Expr = lambda _event: value  # noqa: E731 - registered below
+    _CONSTANTS[expr] = value
+    return expr
 
 
 class ObjectExpr:
@@ -274,49 +302,11 @@ def steps_getter(steps: Sequence[str | int]) -> Expr:
     keys = tuple(steps)
     if not keys:
         return lambda event: event
-    if all(type(key) is str for key in keys):
-        # Only an object can be indexed by a string: any other value raises TypeError.
-        if len(keys) == 1:
-            (k1,) = keys
-
-            def get1(event: Any) -> Any:
-                try:
-                    return event[k1]
-                except (KeyError, TypeError):
-                    return MISSING
-
-            return get1
-        if len(keys) == 2:
-            k1, k2 = keys
-
-            def get2(event: Any) -> Any:
-                try:
-                    return event[k1][k2]
-                except (KeyError, TypeError):
-                    return MISSING
-
-            return get2
-        if len(keys) == 3:
-            k1, k2, k3 = keys
-
-            def get3(event: Any) -> Any:
-                try:
-                    return event[k1][k2][k3]
-                except (KeyError, TypeError):
-                    return MISSING
-
-            return get3
-
-        def get_names(event: Any) -> Any:
-            value = event
-            try:
-                for key in keys:
-                    value = value[key]
-            except (KeyError, TypeError):
-                return MISSING
-            return value
-
-        return get_names
+    names = tuple(key for key in keys if type(key) is str)
+    if len(names) == len(keys):
+        getter = _names_getter(names)
+        _PATH_KEYS[getter] = names
+        return getter
 
     def get_mixed(event: Any) -> Any:
         value = event
@@ -332,6 +322,52 @@ def steps_getter(steps: Sequence[str | int]) -> Expr:
     return get_mixed
 
 
+def _names_getter(keys: tuple[str, ...]) -> Expr:
+    """Lookups of object keys only: any value but an object raises TypeError when indexed by a
+    string, so one try covers every way of finding nothing."""
+    if len(keys) == 1:
+        (k1,) = keys
+
+        def get1(event: Any) -> Any:
+            try:
+                return event[k1]
+            except (KeyError, TypeError):
+                return MISSING
+
+        return get1
+    if len(keys) == 2:
+        k1, k2 = keys
+
+        def get2(event: Any) -> Any:
+            try:
+                return event[k1][k2]
+            except (KeyError, TypeError):
+                return MISSING
+
+        return get2
+    if len(keys) == 3:
+        k1, k2, k3 = keys
+
+        def get3(event: Any) -> Any:
+            try:
+                return event[k1][k2][k3]
+            except (KeyError, TypeError):
+                return MISSING
+
+        return get3
+
+    def get_names(event: Any) -> Any:
+        value = event
+        try:
+            for key in keys:
+                value = value[key]
+        except (KeyError, TypeError):
+            return MISSING
+        return value
+
+    return get_names
+
+
 def jsonpath_expr(text: str) -> Expr:
     """Compile a JSONPath (jsonpath-ng extended syntax); raises ``ValueError`` if it is invalid.
 
@@ -340,7 +376,7 @@ def jsonpath_expr(text: str) -> Expr:
     """
     parsed = _parse_jsonpath(text)
     steps = simple_steps(parsed)
-    if steps is not None:
+    if steps is not None and _fast_paths.enabled():
         return steps_getter(steps)
     find = parsed.find
     if _is_multi(parsed):
