@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dup_rate=args.dup_rate,
     )
     total = sum(p.stat().st_size for p in paths)
-    print(f"wrote {args.events} events, {len(paths)} files, {total / 1e6:.1f} MB: {args.out}/events")
+    print(f"wrote {args.events} events, {len(paths)} files, {total / 1e6:.1f} MB")
     print(f"mapping: {args.out / 'mapping.yaml'}  (map with --now {args.now})")
     return 0
 

@@ -1,0 +1,130 @@
+"""`segmetro map --workers N` gives the output and rejects of one process."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from segmetro.mapping import load_mapping, load_mapping_text
+from segmetro.models import Counts
+from segmetro.sources import open_inputs
+from segmetro.window import Window
+from segmetro.workers import can_run_parallel
+from tests.conftest import SAMPLES, SAMPLES_NOW
+from tests.exports import messages
+
+START = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def make_export(folder: Path) -> list[Path]:
+    """Four files (gzip and plain) with duplicates and conflicts across files, and bad lines."""
+    folder.mkdir()
+    batches = [list(messages(300, start=START, seed=s, prefix=f"f{s}")) for s in range(4)]
+    batches[1] += batches[0][:40]  # re-delivered: identical duplicates across files
+    batches[2] += [dict(m, properties={"n": -1}) for m in batches[0][40:60]]  # conflicts
+    batches[3] += batches[2][:10] + batches[3][:5]  # and within a file
+    paths = []
+    for i, batch in enumerate(batches):
+        data = b"".join(orjson.dumps(m) + b"\n" for m in batch) + b"not json\n[1]\n"
+        if i % 2:
+            path = folder / f"part-{i}.jsonl.gz"
+            path.write_bytes(gzip.compress(data, mtime=0))
+        else:
+            path = folder / f"part-{i}.jsonl"
+            path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def run_cli(folder: Path, tmp: Path, workers: int) -> tuple[bytes, bytes, bytes]:
+    out, rejects = tmp / f"out-{workers}.jsonl", tmp / f"rejects-{workers}.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segmetro",
+            "map",
+            "-m",
+            str(SAMPLES / "mapping.yaml"),
+            str(folder),
+            "--now",
+            SAMPLES_NOW,
+            "-o",
+            str(out),
+            "--rejects",
+            str(rejects),
+            "--workers",
+            str(workers),
+        ],
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr.decode()  # there are rejects
+    return out.read_bytes(), rejects.read_bytes(), proc.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_equal_one(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    make_export(folder)
+    out1, rejects1, summary1 = run_cli(folder, tmp_path, 1)
+    out2, rejects2, summary2 = run_cli(folder, tmp_path, 2)
+    assert Counter(out2.splitlines()) == Counter(out1.splitlines())
+    assert Counter(rejects2.splitlines()) == Counter(rejects1.splitlines())
+    # files are merged in input order, so even the order is the same
+    assert out2 == out1
+    assert rejects2 == rejects1
+    assert summary2.replace(b"rejects-2", b"rejects-1") == summary1
+    reasons = Counter(orjson.loads(line)["reason"] for line in rejects1.splitlines())
+    assert reasons["conflict"] > 5  # the billable ones of the 20 changed re-deliveries
+    assert reasons["invalid_json"] == 4
+    assert reasons["not_object"] == 4
+    assert b"duplicates 0" not in summary1
+
+
+@pytest.mark.slow
+def test_run_map_with_workers_in_process_api(tmp_path: Path) -> None:
+    """The library call: counts, shown rejects and output equal with 1 and 3 workers."""
+    from io import BytesIO
+
+    from segmetro.pipeline import run_map
+
+    folder = tmp_path / "export"
+    make_export(folder)
+    mappings = load_mapping(SAMPLES / "mapping.yaml")
+    window = Window.from_options(since=None, until=None, now=SAMPLES_NOW)
+    results = []
+    for workers in (1, 3):
+        out = BytesIO()
+        report = run_map(
+            mappings,
+            open_inputs([str(folder)]),
+            window=window,
+            out=out,
+            rejects_path=tmp_path / f"r{workers}",
+            workers=workers,
+        )
+        results.append((out.getvalue(), report.counts, [r.to_json() for r in report.rejects]))
+    assert results[0] == results[1]
+    assert isinstance(results[0][1], Counts)
+    assert results[0][1].read == 4 * 300 + 40 + 20 + 15
+
+
+def test_parallel_only_for_several_rereadable_inputs(tmp_path: Path) -> None:
+    paths = make_export(tmp_path / "export")
+    mappings = load_mapping(SAMPLES / "mapping.yaml")
+    assert can_run_parallel(mappings, open_inputs([str(p) for p in paths]).objects)
+    assert not can_run_parallel(mappings, open_inputs([str(paths[0])]).objects)
+    assert not can_run_parallel(mappings, open_inputs([str(paths[0]), "-"]).objects)
+    # a MappingSet built without its YAML text cannot be rebuilt in a worker
+    text_less = load_mapping_text((SAMPLES / "mapping.yaml").read_text())
+    text_less.source_text = None
+    assert not can_run_parallel(text_less, open_inputs([str(p) for p in paths]).objects)
