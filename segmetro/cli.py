@@ -56,6 +56,13 @@ EndpointOpt = Annotated[
         "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint for s3:// inputs."
     ),
 ]
+SourceIdOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source-id",
+        help="Only these Segment sources of an s3:// prefix holding several (repeatable).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
@@ -174,6 +181,7 @@ def map_command(
     until: UntilOpt = None,
     now: NowOpt = None,
     endpoint_url: EndpointOpt = None,
+    source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
     workers: Annotated[
         int | None,
@@ -199,8 +207,13 @@ def map_command(
     mappings = load_mapping(mapping)
     window = Window.from_options(since=since, until=until, now=now)
     inputs_set = open_inputs(
-        inputs, endpoint_url=endpoint_url, since=window.since, until=window.until
+        inputs,
+        endpoint_url=endpoint_url,
+        since=window.since,
+        until=window.until,
+        source_ids=source_id or (),
     )
+    output.skipped_inputs(inputs_set)
     with (
         out.open("wb") if out is not None else _StdoutBytes() as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
@@ -301,6 +314,7 @@ def replay(
         bool, typer.Option("--json", help="Print one JSON summary object on stdout.")
     ] = False,
     endpoint_url: EndpointOpt = None,
+    source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
 ) -> None:
@@ -338,8 +352,13 @@ def replay(
     mappings = load_mapping(mapping)
     window = Window.from_options(since=since, until=until, now=now)
     inputs_set = open_inputs(
-        inputs, endpoint_url=endpoint_url, since=window.since, until=window.until
+        inputs,
+        endpoint_url=endpoint_url,
+        since=window.since,
+        until=window.until,
+        source_ids=source_id or (),
     )
+    output.skipped_inputs(inputs_set)
     state_path = _state_path(state, mapping)
     if dry_run:
         _dry_run(mappings, inputs_set, window, state_path, json_out=json_out, quiet=quiet)

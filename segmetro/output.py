@@ -53,6 +53,17 @@ def summary(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> None:
         out.print(escape(line))
 
 
+def skipped_inputs(inputs: Any) -> None:
+    """Say what the window or --source-id pruned from an S3 listing, so nothing looks lost."""
+    if inputs.skipped_objects:
+        console().print(
+            escape(
+                f"skipped {inputs.skipped_objects} objects ({inputs.skipped_bytes} bytes) whose "
+                "Segment day folder or source cannot hold selected events"
+            )
+        )
+
+
 def rejects(shown: Iterable[Reject], *, total: int, path: str | None) -> None:
     """Show the first rejects with their coordinates, and where the rest are."""
     out = console()
