@@ -187,13 +187,22 @@ def test_bad_event_hidden_in_a_batch_of_100_is_isolated(
     assert "34 days" in dead["detail"] or "old" in dead["detail"]
 
 
+@pytest.mark.parametrize(
+    ("server_options", "status"),
+    [({"token": "another-token"}, "403"), ({"fail_status": 401}, "401")],
+)
 def test_refused_token_stops_with_exit_3(
-    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+    runner: CliRunner,
+    fake_metronome: Callable[..., FakeMetronome],
+    tmp_path: Path,
+    server_options: dict[str, Any],
+    status: str,
 ) -> None:
-    """A 403 ends the run at once with exit 3 and says which variable to check."""
-    server = fake_metronome(token="another-token")
+    """A 401 or 403 ends the run at once with exit 3 and says which variable to check."""
+    server = fake_metronome(**server_options)
     result = replay(runner, server, str(SAMPLES / "events"), state=tmp_path / "state.db")
     assert result.exit_code == 3
+    assert f"Metronome refused the API token (HTTP {status})" in result.stderr
     assert "METRONOME_BEARER_TOKEN" in result.stderr
     assert TOKEN not in result.output
     assert server.snapshot().events_accepted == 0

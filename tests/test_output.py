@@ -1,0 +1,37 @@
+"""What the user sees: progress lines under cron, summaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from segmetro import output
+from segmetro.models import Counts
+
+
+def test_plain_progress_line_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal (cron), progress is a plain periodic line with bytes, percent and status."""
+    with output.Progress(total_bytes=200, quiet=False, interval=0.0, label="replay") as progress:
+        progress.advance(50)
+        progress.update("sent 10 (5/s), failed 0")
+    err = capsys.readouterr().err
+    assert "replay 50/200 bytes (25%) sent 10 (5/s), failed 0" in err
+    assert "\\x1b[" not in err
+
+
+def test_quiet_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """-q silences progress entirely."""
+    with output.Progress(total_bytes=None, quiet=True, interval=0.0) as progress:
+        progress.advance(5)
+        progress.update("sent 1")
+    assert capsys.readouterr().err == ""
+
+
+def test_summary_wording() -> None:
+    """The summary lines scripts and people read: every bucket, rejects by reason."""
+    counts = Counts(read=10, matched=7, filtered=3, emitted=5, duplicates=1, outside_window=1)
+    counts.rejected.update({"too_old": 1, "invalid_json": 2})
+    assert output.counts_lines(counts, extra=[("sent", 5)]) == [
+        "read 10, matched 7, filtered 3, outside window 1, emitted 5, duplicates 1, rejected 3",
+        "sent 5",
+        "rejected by reason: invalid_json 2, too_old 1",
+    ]
