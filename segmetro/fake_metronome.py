@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from segmetro.errors import ConfigError
-from segmetro.models import JsonObject
+from segmetro.models import JsonObject, format_timestamp
 
 __all__ = [
     "FUTURE_WINDOW",
@@ -391,11 +391,6 @@ def _format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _iso(when: datetime) -> str:
-    utc = when.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 #: Sentinel for a request body that is not JSON.
 _INVALID: Any = object()
 
@@ -636,7 +631,7 @@ class FakeMetronome:
             return _Reply(200, b"{}", delay=delay)
 
     def _accept(self, events: list[JsonObject], now: datetime) -> None:
-        processed_at = _iso(now)
+        processed_at = format_timestamp(now)
         for event in events:
             tid = event["transaction_id"]
             if tid in self._by_id:

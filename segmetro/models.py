@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 JsonObject = dict[str, Any]
 
 #: Marker key that makes a rejects-file line recognisable as one when it is read back as input.
 REJECT_MARKER = "segmetro_reject"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The one normal form of a timestamp: UTC, milliseconds, four-digit year, ``Z``.
+
+    Normalised timestamps sort lexicographically in time order, which the window checks rely on.
+    A naive datetime is read as UTC.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
+        f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 class Reason:

@@ -29,6 +29,7 @@ import orjson
 
 from segmetro.dedup import canonical_bytes, digest_canonical
 from segmetro.errors import LockedError, StateError
+from segmetro.models import format_timestamp as format_time
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -119,13 +120,6 @@ ALTER TABLE lock ADD COLUMN host TEXT NOT NULL DEFAULT '';
 
 #: ``_MIGRATIONS[v]`` turns a version-v file into version v + 1.
 _MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2}
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with milliseconds; a naive datetime is read as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _now() -> str:

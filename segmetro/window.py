@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from segmetro.errors import ConfigError
-from segmetro.models import Reason
+from segmetro.models import Reason, format_timestamp
 
 #: Metronome accepts events back-dated up to 34 days and at most 24 hours ahead of its clock.
 MAX_AGE = timedelta(days=34)
@@ -19,12 +19,6 @@ MAX_AHEAD = timedelta(hours=24)
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def format_ts(moment: datetime) -> str:
-    """Render an aware datetime in the one normal form used everywhere."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_when(text: str, *, now: datetime, option: str) -> datetime:
@@ -68,16 +62,20 @@ class Window:
         upper = parse_when(until, now=clock, option="--until") if until else None
         if lower is not None and upper is not None and lower >= upper:
             raise ConfigError(
-                f"--since {format_ts(lower)} is not before --until {format_ts(upper)}: "
-                "the window [since, until) would be empty."
+                f"--since {format_timestamp(lower)} is not before "
+                f"--until {format_timestamp(upper)}: the window [since, until) would be empty."
             )
         return cls(now=clock, since=lower, until=upper)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_since", format_ts(self.since) if self.since else None)
-        object.__setattr__(self, "_until", format_ts(self.until) if self.until else None)
-        object.__setattr__(self, "_oldest", format_ts(self.now - MAX_AGE))
-        object.__setattr__(self, "_newest", format_ts(self.now + MAX_AHEAD))
+        object.__setattr__(self, "_since", format_timestamp(self.since) if self.since else None)
+        object.__setattr__(self, "_until", format_timestamp(self.until) if self.until else None)
+        object.__setattr__(self, "_oldest", format_timestamp(self.now - MAX_AGE))
+        object.__setattr__(self, "_newest", format_timestamp(self.now + MAX_AHEAD))
+
+    def bounds(self) -> tuple[str | None, str | None, str, str]:
+        """``(since, until, oldest, newest)`` as normalised strings, for loops that inline them."""
+        return self._since, self._until, self._oldest, self._newest
 
     def selects(self, timestamp: str) -> bool:
         """Whether a normalised timestamp lies in ``[since, until)``."""
@@ -89,13 +87,13 @@ class Window:
         if timestamp < self._oldest:
             return (
                 Reason.TOO_OLD,
-                f"timestamp {timestamp} is more than 34 days before {format_ts(self.now)}; "
+                f"timestamp {timestamp} is more than 34 days before {format_timestamp(self.now)}; "
                 "Metronome only accepts events back-dated up to 34 days",
             )
         if timestamp > self._newest:
             return (
                 Reason.TOO_NEW,
-                f"timestamp {timestamp} is more than 24 hours after {format_ts(self.now)}; "
+                f"timestamp {timestamp} is more than 24 hours after {format_timestamp(self.now)}; "
                 "Metronome rejects events that far in the future",
             )
         return None

@@ -31,7 +31,7 @@ import orjson
 from segmetro.dedup import RunDeduper
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, JsonObject, Mapped, Reason, Record, Reject
-from segmetro.window import MAX_AGE, MAX_AHEAD, Window, format_ts
+from segmetro.window import Window
 
 #: records per chunk a worker hands to the parent
 CHUNK_RECORDS = 2000
@@ -65,10 +65,7 @@ def mapped_lines(
     single = len(plan) == 1
     matches0, fast0 = plan[0] if plan else (None, None)
     apply = mappings.apply
-    since = format_ts(window.since) if window.since is not None else None
-    until = format_ts(window.until) if window.until is not None else None
-    oldest = format_ts(window.now - MAX_AGE)
-    newest = format_ts(window.now + MAX_AHEAD)
+    since, until, oldest, newest = window.bounds()
     ingest_problem = window.ingest_problem
     rejected = counts.rejected
     dumps = orjson.dumps

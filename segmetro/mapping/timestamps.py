@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from segmetro.mapping import fastpaths as _fast_paths
+from segmetro.models import format_timestamp
 
 #: Epoch values whose magnitude is at least this are milliseconds, smaller ones seconds.
 #: 1e11 s is the year 5138, while 1e11 ms is March 1973: the two ranges do not overlap in practice.
@@ -44,15 +45,6 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _format(moment: datetime) -> str:
-    """The one output form; the year is always four digits (strftime would not pad it)."""
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}."
-        f"{moment.microsecond // 1000:03d}Z"
-    )
-
-
 def _from_epoch(amount: Decimal, original: Any) -> str:
     """Epoch seconds or milliseconds (by magnitude) to the normal form, truncated to the ms."""
     if not amount.is_finite():
@@ -65,7 +57,7 @@ def _from_epoch(amount: Decimal, original: Any) -> str:
         raise ValueError(
             f"timestamp {_describe(original)} is outside the years 0001-9999"
         ) from None
-    return _format(moment)
+    return format_timestamp(moment)
 
 
 def _from_text(text: str, original: Any) -> str:
@@ -114,7 +106,7 @@ def _from_text(text: str, original: Any) -> str:
     del zulu  # Z, an offset or nothing (naive, read as UTC) all end up in UTC
     if not 1 <= moment.year <= 9999:
         raise ValueError(f"timestamp {_describe(original)} is outside the years 0001-9999")
-    return _format(moment)
+    return format_timestamp(moment)
 
 
 _fromisoformat = datetime.fromisoformat
@@ -172,11 +164,11 @@ def normalize_timestamp(value: Any) -> str:
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         try:
-            return _format(moment.astimezone(UTC))
+            return format_timestamp(moment.astimezone(UTC))
         except OverflowError:
             raise ValueError(f"timestamp {value} is outside the years 0001-9999") from None
     if isinstance(value, date):
-        return _format(datetime(value.year, value.month, value.day, tzinfo=UTC))
+        return format_timestamp(datetime(value.year, value.month, value.day, tzinfo=UTC))
     if value is None:
         raise ValueError("timestamp is null")
     if kind is bool:
