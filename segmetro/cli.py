@@ -215,7 +215,7 @@ def map_command(
     )
     output.skipped_inputs(inputs_set)
     with (
-        out.open("wb") if out is not None else _StdoutBytes() as sink,
+        _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
     ):
         report = run_map(
@@ -235,6 +235,17 @@ def map_command(
     )
     if report.counts.rejected_total:
         raise typer.Exit(1)
+
+
+def _open_output(out: Path | None) -> Any:
+    from segmetro.errors import ConfigError
+
+    if out is None:
+        return _StdoutBytes()
+    try:
+        return out.open("wb")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}.") from None
 
 
 class _StdoutBytes:
@@ -332,7 +343,7 @@ def replay(
 
     from segmetro import output
     from segmetro.delivery import SenderConfig
-    from segmetro.errors import ConfigError
+    from segmetro.errors import ConfigError, SegmetroError
     from segmetro.mapping import load_mapping
     from segmetro.pipeline import run_replay, run_signature
     from segmetro.sources import open_inputs
@@ -360,8 +371,18 @@ def replay(
     )
     output.skipped_inputs(inputs_set)
     state_path = _state_path(state, mapping)
+    signature = run_signature(mapping)
     if dry_run:
-        _dry_run(mappings, inputs_set, window, state_path, json_out=json_out, quiet=quiet)
+        _dry_run(
+            mappings,
+            inputs_set,
+            window,
+            state_path,
+            signature=signature,
+            rejects=rejects,
+            json_out=json_out,
+            quiet=quiet,
+        )
         return
     config = SenderConfig(
         api_url=api_url,
@@ -389,7 +410,8 @@ def replay(
         stale = db.acquire_lock(run_id)
         if stale is not None:
             output.warning(f"took over the lock left by {stale.describe()}, which is gone")
-        exit_code = 130
+        exit_code: int | None = None
+        report = None
         try:
             db.begin_run("replay", options, run_id=run_id)
             with output.Progress(
@@ -404,7 +426,7 @@ def replay(
                         rejects_path=rejects,
                         state=db,
                         run_id=run_id,
-                        signature=run_signature(mapping, window),
+                        signature=signature,
                         resend_changed=resend_changed,
                         on_bytes=progress.advance,
                         on_tick=lambda counts, stats: progress.update(
@@ -413,10 +435,15 @@ def replay(
                     )
                 )
             exit_code = report.exit_code
-            db.end_run(run_id, report.to_json(), exit_code)
+        except KeyboardInterrupt:
+            exit_code = 130
+            raise
+        except SegmetroError as exc:
+            exit_code = exc.exit_code
+            raise
         finally:
-            if exit_code == 130:
-                db.end_run(run_id, {}, 130)
+            summary = report.to_json() if report is not None else {}
+            db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
             db.release_lock(run_id)
     for warn in report.warnings:
         output.warning(warn)
@@ -430,7 +457,7 @@ def replay(
                 f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
                 f"(state {state_path})"
             )
-        output.summary(report.counts, extra=output.delivery_extra(report.delivery))
+        output.summary(report.counts, extra=output.delivery_extra(report))
         output.rejects(
             report.rejects,
             total=report.counts.rejected_total,
@@ -440,18 +467,39 @@ def replay(
 
 
 def _dry_run(
-    mappings: Any, inputs_set: Any, window: Any, state_path: Path, *, json_out: bool, quiet: bool
+    mappings: Any,
+    inputs_set: Any,
+    window: Any,
+    state_path: Path,
+    *,
+    signature: str,
+    rejects: Path | None,
+    json_out: bool,
+    quiet: bool,
 ) -> None:
     from segmetro import output
+    from segmetro.pipeline import RejectSink, plan_resume
     from segmetro.plan import plan
     from segmetro.state import StateDB
 
     db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
     try:
-        with output.Progress(
-            total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
-        ) as progress:
-            result = plan(mappings, inputs_set, window=window, state=db, on_bytes=progress.advance)
+        resume = plan_resume(inputs_set, db, signature, window) if db is not None else None
+        with (
+            RejectSink(rejects) as sink,
+            output.Progress(
+                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
+            ) as progress,
+        ):
+            result = plan(
+                mappings,
+                inputs_set,
+                window=window,
+                state=db,
+                resume=resume,
+                rejects=sink,
+                on_bytes=progress.advance,
+            )
     finally:
         if db is not None:
             db.close()

@@ -38,6 +38,8 @@ def counts_lines(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> li
         f"outside window {counts.outside_window}, emitted {counts.emitted}, "
         f"duplicates {counts.duplicates}, rejected {counts.rejected_total}"
     )
+    if counts.unchanged:
+        head += f", unchanged (sent before) {counts.unchanged}"
     lines = [head]
     if extra:
         lines.append(", ".join(f"{name} {value}" for name, value in extra))
@@ -169,10 +171,14 @@ def delivery_status(stats: Any) -> str:
     )
 
 
-def delivery_extra(stats: Any) -> list[tuple[str, Any]]:
+def delivery_extra(report: Any) -> list[tuple[str, Any]]:
+    """The replay line of the summary: where every emitted event went."""
+    stats = report.delivery
     rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
     return [
         ("sent", stats.sent),
+        ("dead-lettered", stats.failed),
+        ("unsent", report.unsent),
         ("batches", stats.batches),
         ("retries", stats.retries),
         ("429s", stats.rate_limited),
@@ -211,6 +217,15 @@ def show_plan(result: Any, *, ledger: str | None) -> None:
     )
     if ledger is None:
         out.print("  (no state file yet: every event is new)")
+    for warn in result.warnings:
+        warning(warn)
+    if result.inputs_skipped:
+        out.print(
+            escape(
+                f"  {result.inputs_skipped} of {result.inputs_total} inputs already done "
+                "(a replay skips them)"
+            )
+        )
     if c.rejected:
         out.print(escape(f"  rejected by reason: {_counter_line(c.rejected)}"))
     if c.duplicates or c.outside_window:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,10 @@ import orjson
 
 from segmetro.dedup import RunDeduper, payload_digest
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
-from segmetro.errors import DeliveryError
+from segmetro.errors import ConfigError, DeliveryError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
-from segmetro.sources import InputSet, iter_records, read_object
+from segmetro.sources import InputObject, InputSet, iter_records, read_object
 from segmetro.state import (
     UNRECORDED_PAYLOAD,
     Checkpoint,
@@ -38,11 +39,16 @@ SHOWN_REJECTS = 20
 class RejectSink:
     """Counts every reject, keeps the first few for display, and writes all of them to a file."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, append: bool = False) -> None:
         self.path = path
         self.shown: list[Reject] = []
         self.written = 0
-        self._fh: IO[bytes] | None = path.open("wb") if path is not None else None
+        self._fh: IO[bytes] | None = None
+        if path is not None:
+            try:
+                self._fh = path.open("ab" if append else "wb")
+            except OSError as exc:
+                raise ConfigError(f"cannot write rejects file {path}: {exc.strerror}.") from None
 
     def add(self, reject: Reject) -> None:
         if len(self.shown) < SHOWN_REJECTS:
@@ -271,12 +277,20 @@ class ReplayReport:
     inputs_total: int = 0
     inputs_skipped: int = 0
     run_id: str | None = None
+    #: events mapped but never handed to the sender because the run stopped first
+    not_handed: int = 0
+
+    @property
+    def unsent(self) -> int:
+        """Selected events that are neither delivered nor dead-lettered; a re-run sends them."""
+        d = self.delivery
+        return self.counts.emitted - d.sent - d.failed + self.not_handed
 
     @property
     def exit_code(self) -> int:
         if self.fatal is not None:
             return self.fatal_code
-        return 1 if self.counts.rejected_total else 0
+        return 1 if self.counts.rejected_total or self.unsent else 0
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -284,7 +298,7 @@ class ReplayReport:
         out.update(
             sent=d.sent,
             dead_lettered=d.failed,
-            unsent=self.counts.emitted - d.sent - d.failed,
+            unsent=self.unsent,
             retries=d.retries,
             rate_limited=d.rate_limited,
             batches=d.batches,
@@ -301,31 +315,50 @@ class ReplayReport:
         return out
 
 
-def run_signature(mapping_path: Path, window: Window) -> str:
-    """What a checkpoint is valid for: the mapping's bytes and the selection window."""
-    digest = hashlib.sha256(mapping_path.read_bytes())
-    digest.update(repr((window.since, window.until)).encode())
-    return digest.hexdigest()[:16]
+def run_signature(mapping_path: Path) -> str:
+    """What a checkpoint is valid for, besides the window: the mapping's bytes."""
+    return hashlib.sha256(mapping_path.read_bytes()).hexdigest()[:16]
+
+
+def checkpoint_identity(identity: str, signature: str, window: Window) -> str:
+    """An input's identity, the mapping and the window its checkpoint was made with."""
+    since, until, _, _ = window.bounds()
+    return f"{identity}|{signature}|{since or ''}|{until or ''}"
+
+
+def _covers(old_since: str, old_until: str, window: Window) -> bool:
+    """Whether a checkpoint made with the old window covers every event the new one selects."""
+    since, until, _, _ = window.bounds()
+    if old_since and (since is None or since < old_since):
+        return False
+    return not old_until or (until is not None and until <= old_until)
 
 
 @dataclass
-class _Resume:
+class Resume:
     """Where to start each input, from the checkpoints of earlier runs."""
 
-    start: dict[str, int]
-    skipped: list[str]
-    warnings: list[str]
+    start: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def plan_resume(inputs: InputSet, state: StateDB, signature: str) -> _Resume:
-    resume = _Resume(start={}, skipped=[], warnings=[])
+def plan_resume(inputs: InputSet, state: StateDB, signature: str, window: Window) -> Resume:
+    """Skip finished inputs and resume partly read ones, when their checkpoint still applies.
+
+    A checkpoint applies when the input is unchanged (size/mtime or ETag), the mapping is the
+    same, and its window covered the current one (so `--since 3d` in a daily cron job resumes).
+    """
+    resume = Resume()
     for obj in inputs.objects:
         if obj.kind == "stdin":
             continue
         checkpoint = state.checkpoint(obj.name)
         if checkpoint is None:
             continue
-        identity, _, old_signature = checkpoint.identity.partition("|")
+        identity, old_signature, old_since, old_until = (checkpoint.identity.split("|") + [""] * 3)[
+            :4
+        ]
         if identity != obj.identity:
             resume.warnings.append(
                 f"{obj.name} changed since its checkpoint (was {identity}, now {obj.identity}); "
@@ -333,14 +366,41 @@ def plan_resume(inputs: InputSet, state: StateDB, signature: str) -> _Resume:
             )
         elif old_signature != signature:
             resume.warnings.append(
-                f"{obj.name}: the mapping or --since/--until changed since its checkpoint; "
-                "reading it again from the start (events already sent are skipped by the ledger)"
+                f"{obj.name}: the mapping changed since its checkpoint; reading it again from "
+                "the start (events already sent are skipped by the ledger)"
+            )
+        elif not _covers(old_since, old_until, window):
+            resume.warnings.append(
+                f"{obj.name}: --since/--until reach beyond the window of its checkpoint; reading "
+                "it again from the start (events already sent are skipped by the ledger)"
             )
         elif checkpoint.done:
             resume.skipped.append(obj.name)
         elif checkpoint.line > 0:
             resume.start[obj.name] = checkpoint.line
     return resume
+
+
+def read_resumed(
+    objects: Sequence[InputObject],
+    resume: Resume,
+    *,
+    on_bytes: Callable[[int], None] | None,
+    on_finish: Callable[[str], None] | None = None,
+) -> Iterator[Record | Reject]:
+    """Read each object from its resume line; `on_finish` only for objects read to the end.
+
+    An object whose reading broke off (`unreadable`: a read error, an object gone) is not
+    finished, so its checkpoint stays at the last good line and the next run retries it.
+    """
+    for obj in objects:
+        complete = True
+        for item in read_object(obj, start_line=resume.start.get(obj.name, 0), on_bytes=on_bytes):
+            if type(item) is Reject and item.reason == Reason.UNREADABLE:
+                complete = False
+            yield item
+        if complete and on_finish is not None:
+            on_finish(obj.name)
 
 
 class _Delivery:
@@ -407,7 +467,10 @@ class _Delivery:
                 payload=mapped.payload,
             )
         )
-        self.resolve(mapped)
+        if reason != Reason.UNDELIVERABLE:
+            # Dead letters are final; undeliverable events are retried by the next run, so
+            # the checkpoint must stay behind them.
+            self.resolve(mapped)
         self.save(())
 
     def save(self, entries: Sequence[LedgerEntry]) -> None:
@@ -511,7 +574,7 @@ async def run_replay(
         inputs_total=len(inputs.objects),
         run_id=run_id,
     )
-    resume = _Resume(start={}, skipped=[], warnings=[])
+    resume = Resume()
     if state is not None and resend_changed:
         # Changed events of finished inputs were rejected by an earlier run: find them again.
         report.warnings.append(
@@ -519,26 +582,25 @@ async def run_replay(
             "(events already sent with the same payload are skipped by the ledger)"
         )
     elif state is not None:
-        resume = plan_resume(inputs, state, signature)
+        resume = plan_resume(inputs, state, signature, window)
         report.warnings.extend(resume.warnings)
         report.inputs_skipped = len(resume.skipped)
     skipped = set(resume.skipped)
     todo = [obj for obj in inputs.objects if obj.name not in skipped]
-    identities = {obj.name: f"{obj.identity}|{signature}" for obj in todo if obj.kind != "stdin"}
-    with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
+    identities = {
+        obj.name: checkpoint_identity(obj.identity, signature, window)
+        for obj in todo
+        if obj.kind != "stdin"
+    }
+    with RejectSink(rejects_path, append=state is not None) as sink, RunDeduper() as deduper:
         outcome = _Delivery(counts, sink, state=state, run_id=run_id, identities=identities)
 
-        def records() -> Iterator[Record | Reject]:
-            for obj in todo:
-                yield from read_object(
-                    obj, start_line=resume.start.get(obj.name, 0), on_bytes=on_bytes
-                )
-                outcome.finish(obj.name)
-
-        def against_ledger(batch: list[Mapped]) -> Iterator[Outbound]:
+        def against_ledger(pending: deque[Mapped]) -> Iterator[Outbound]:
+            """Classify and empty `pending`; whatever is left in it was never handed on."""
             assert state is not None
-            found = state.ledger_lookup([m.payload["transaction_id"] for m in batch])
-            for mapped in batch:
+            found = state.ledger_lookup([m.payload["transaction_id"] for m in pending])
+            while pending:
+                mapped = pending.popleft()
                 previous = found.get(mapped.payload["transaction_id"])
                 if previous is None or (
                     resend_changed and previous.digest != payload_digest(mapped.payload)
@@ -553,10 +615,11 @@ async def run_replay(
                     sink.add(changed_reject(mapped, previous))
                     outcome.resolve(mapped)
 
+        pending: deque[Mapped] = deque()
+
         def outbound() -> Iterator[Outbound]:
-            pending: list[Mapped] = []
             for item in select(
-                records(),
+                read_resumed(todo, resume, on_bytes=on_bytes, on_finish=outcome.finish),
                 mappings,
                 window=window,
                 counts=counts,
@@ -573,7 +636,6 @@ async def run_replay(
                     pending.append(item)
                     if len(pending) >= LEDGER_CHUNK:
                         yield from against_ledger(pending)
-                        pending = []
             if pending:
                 yield from against_ledger(pending)
             outcome.save(())
@@ -586,6 +648,9 @@ async def run_replay(
         except DeliveryError as exc:
             report.fatal = str(exc)
             report.fatal_code = exc.exit_code
+        except asyncio.CancelledError:
+            report.fatal = "interrupted; state is saved: re-run the same command to resume"
+            report.fatal_code = 130
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -593,6 +658,7 @@ async def run_replay(
                     await ticker
             sink.flush()
             outcome.save(())
+            report.not_handed = len(pending)
         report.rejects = sink.shown
         return report
 

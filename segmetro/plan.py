@@ -15,7 +15,7 @@ from typing import Any
 from segmetro.dedup import RunDeduper, payload_digest
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
-from segmetro.pipeline import LEDGER_CHUNK, RejectSink, field_diff, select
+from segmetro.pipeline import LEDGER_CHUNK, RejectSink, Resume, field_diff, read_resumed, select
 from segmetro.sources import InputSet, iter_records
 from segmetro.state import UNRECORDED_PAYLOAD, StateDB
 from segmetro.window import Window
@@ -53,6 +53,9 @@ class Plan:
     by_day: dict[str, Counter[str]] = field(default_factory=dict)
     changed: list[EventDiff] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    inputs_total: int = 0
+    inputs_skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -78,6 +81,9 @@ class Plan:
             "by_day": {k: dict(v) for k, v in sorted(self.by_day.items())},
             "changed_sample": [d.to_json() for d in self.changed],
             "rejects_sample": [r.to_json() for r in self.rejects],
+            "inputs": self.inputs_total,
+            "inputs_skipped": self.inputs_skipped,
+            "warnings": self.warnings,
             "exit_code": self.exit_code,
         }
 
@@ -88,12 +94,25 @@ def plan(
     *,
     window: Window,
     state: StateDB | None,
+    resume: Resume | None = None,
     on_bytes: Callable[[int], None] | None = None,
     rejects: RejectSink | None = None,
 ) -> Plan:
-    """Classify every event as a replay would, sending nothing and writing no state."""
+    """Classify every event as a replay would, sending nothing and writing no state.
+
+    With `resume` (from the same checkpoints a replay would use), finished inputs are skipped
+    and partly read ones start where a replay would, so the plan is what the run will do.
+    """
     counts = Counts()
-    result = Plan(counts=counts)
+    resume = resume or Resume()
+    skipped = set(resume.skipped)
+    todo = [obj for obj in inputs.objects if obj.name not in skipped]
+    result = Plan(
+        counts=counts,
+        inputs_total=len(inputs.objects),
+        inputs_skipped=len(skipped),
+        warnings=list(resume.warnings),
+    )
     sink = rejects or RejectSink(None)
 
     def classify(batch: list[Mapped]) -> None:
@@ -131,7 +150,7 @@ def plan(
 
     with RunDeduper() as deduper:
         pending: list[Mapped] = []
-        stream = iter_records(inputs, on_bytes=on_bytes)
+        stream = read_resumed(todo, resume, on_bytes=on_bytes)
         for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
             if isinstance(item, Reject):
                 sink.add(item)

@@ -1,0 +1,213 @@
+"""Runs that stop early and the runs after them: nothing undelivered is ever marked done."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from segmetro import pipeline
+from segmetro.cli import app
+from segmetro.fake_metronome import FakeMetronome
+from segmetro.models import Reason, Record, Reject
+from segmetro.state import StateDB
+from tests.conftest import ROOT, SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.exports import messages, write_jsonl
+
+MAPPING = str(SAMPLES / "mapping.yaml")
+
+
+def export(tmp_path: Path, n: int = 600, name: str = "export.jsonl") -> Path:
+    items = list(messages(n, start=SAMPLES_NOW_DT - timedelta(days=3), seed=n))
+    for m in items:
+        m["event"] = "API Call"
+    return write_jsonl(tmp_path / name, items)
+
+
+def replay(runner: CliRunner, server_url: str, state: Path, *args: str) -> Any:
+    return runner.invoke(
+        app,
+        [
+            "replay", "-m", MAPPING, "--now", SAMPLES_NOW, "--api-url", server_url, "-q",
+            "--state", str(state), "--json", *args,
+        ],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+def test_undeliverable_events_are_sent_by_the_next_run(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """Retries exhausted (exit 3): the checkpoint stays behind; the re-run delivers the rest."""
+    src = export(tmp_path)
+    state = tmp_path / "state.db"
+    server = fake_metronome(fail_status=503, fail_count=3)
+    rejects = tmp_path / "rejects.jsonl"
+    first = replay(
+        runner, server.url, state, "--max-retries", "0", "--batch-size", "50",
+        "--concurrency", "1", "--rejects", str(rejects), str(src),
+    )  # fmt: skip
+    assert first.exit_code == 3, first.output
+    summary = orjson.loads(first.stdout)
+    assert summary["rejected"]["undeliverable"] == 50
+    assert summary["unsent"] > 0
+    with StateDB.open(state, readonly=True) as db:
+        (checkpoint,) = db.checkpoints()
+    assert not checkpoint.done
+    second = replay(runner, server.url, state, "--rejects", str(rejects), str(src))
+    assert second.exit_code == 0, second.output
+    accepted = {e["transaction_id"] for e in server.snapshot().events}
+    assert accepted == {f"m-{i:07d}" for i in range(600)}
+    # The rejects file keeps the first run's entries: re-running appends, it never truncates.
+    reasons = [orjson.loads(line)["reason"] for line in rejects.read_bytes().splitlines()]
+    assert reasons == ["undeliverable"] * 50
+
+
+def test_unreachable_api_marks_nothing_done(runner: CliRunner, tmp_path: Path) -> None:
+    """Nothing listening: no input is checkpointed as done, so a later run sends everything."""
+    src = export(tmp_path, 120)
+    state = tmp_path / "state.db"
+    result = replay(runner, "http://127.0.0.1:9", state, "--max-retries", "0", str(src))
+    assert result.exit_code == 3
+    with StateDB.open(state, readonly=True) as db:
+        assert all(not c.done for c in db.checkpoints())
+        assert db.ledger_size() == 0
+
+
+def test_an_input_that_breaks_off_is_resumed_not_finished(
+    runner: CliRunner,
+    fake_metronome: Callable[..., FakeMetronome],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read that fails part-way (unreadable) leaves the input unfinished for the next run."""
+    src = export(tmp_path, 300)
+    state = tmp_path / "state.db"
+    real_read = pipeline.read_object
+
+    def breaks_off(obj: Any, **kw: Any) -> Iterator[Record | Reject]:
+        for item in real_read(obj, **kw):
+            if isinstance(item, Record) and item.line > 100:
+                yield Reject(Reason.UNREADABLE, "connection reset", f"{obj.name}:{item.line}")
+                return
+            yield item
+
+    monkeypatch.setattr(pipeline, "read_object", breaks_off)
+    server = fake_metronome()
+    first = replay(runner, server.url, state, str(src))
+    assert first.exit_code == 1
+    assert server.snapshot().events_accepted == 100
+    with StateDB.open(state, readonly=True) as db:
+        (checkpoint,) = db.checkpoints()
+    assert (checkpoint.line, checkpoint.done) == (100, False)
+    monkeypatch.setattr(pipeline, "read_object", real_read)
+    second = replay(runner, server.url, state, str(src))
+    assert second.exit_code == 0, second.output
+    assert orjson.loads(second.stdout)["read"] == 200
+    assert server.snapshot().events_accepted == 300
+
+
+def test_daily_cron_with_a_relative_since_resumes(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """`--since 7d` moves every day; a window inside the checkpoint's does not re-read inputs."""
+    src = export(tmp_path, 200)
+    state = tmp_path / "state.db"
+    server = fake_metronome()
+    first = replay(runner, server.url, state, "--since", "7d", str(src))
+    assert first.exit_code == 0, first.output
+    later = runner.invoke(
+        app,
+        [
+            "replay", "-m", MAPPING, "--now", "2026-11-26T06:00:00Z", "--api-url", server.url,
+            "-q", "--state", str(state), "--json", "--since", "7d", str(src),
+        ],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert later.exit_code == 0, later.output
+    summary = orjson.loads(later.stdout)
+    assert (summary["inputs_skipped"], summary["read"], summary["warnings"]) == (1, 0, [])
+    wider = replay(runner, server.url, state, "--since", "30d", str(src))
+    assert wider.exit_code == 0
+    assert "reach beyond the window of its checkpoint" in orjson.loads(wider.stdout)["warnings"][0]
+    assert server.snapshot(include_events=False).events_received == 200
+
+
+def test_dry_run_writes_its_rejects_file(runner: CliRunner, tmp_path: Path) -> None:
+    """`--dry-run --rejects F` writes what a run would reject."""
+    rejects = tmp_path / "plan-rejects.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "replay", "--dry-run", "-m", MAPPING, "--now", SAMPLES_NOW, "--state",
+            str(tmp_path / "s.db"), "--rejects", str(rejects), str(SAMPLES / "events"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    reasons = sorted(orjson.loads(x)["reason"] for x in rejects.read_bytes().splitlines())
+    assert reasons == ["invalid_json", "invalid_json", "missing_field", "not_object", "too_old"]
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_unwritable_rejects_file_is_a_configuration_error(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """A --rejects path that cannot be written: exit 2, one clear line, the run recorded as 2."""
+    state = tmp_path / "state.db"
+    server = fake_metronome()
+    bad = tmp_path / "no-such-dir" / "rejects.jsonl"
+    result = replay(runner, server.url, state, "--rejects", str(bad), str(SAMPLES / "events"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot write rejects file {bad}: ")
+    assert "Traceback" not in result.output
+    with StateDB.open(state, readonly=True) as db:
+        (run,) = db.runs()
+        assert run.exit_code == 2
+        assert db.lock_holder() is None
+    mapped = runner.invoke(app, ["map", "-m", MAPPING, "-o", str(bad), str(SAMPLES / "events")])
+    assert mapped.exit_code == 2
+    assert f"cannot write {bad}" in mapped.stderr
+
+
+def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
+    fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """SIGINT mid-run: exit 130, a summary, the run recorded as interrupted, the lock free."""
+    src = export(tmp_path, 3000)
+    state = tmp_path / "state.db"
+    server = fake_metronome(latency_ms=60)
+    env = dict(os.environ, METRONOME_BEARER_TOKEN=TOKEN)
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "segmetro", "replay", "-m", MAPPING, "--now", SAMPLES_NOW,
+            "--api-url", server.url, "--state", str(state), "--batch-size", "20",
+            "--concurrency", "2", "--json", str(src),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while server.snapshot(include_events=False).events_accepted < 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    summary = orjson.loads(out)
+    assert summary["exit_code"] == 130
+    assert 0 < summary["sent"] < 3000
+    assert b"interrupted" in err
+    with StateDB.open(state, readonly=True) as db:
+        (run,) = db.runs()
+        assert run.exit_code == 130
+        assert db.lock_holder() is None
+        assert db.ledger_size() == summary["sent"]
