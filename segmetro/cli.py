@@ -564,7 +564,9 @@ def verify(
     api_url: Annotated[
         str, typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL.")
     ] = "https://api.metronome.com",
-    now: NowOpt = None,
+    now: Annotated[
+        str | None, typer.Option(help="Clock for the 34-day search window (default: now).")
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
@@ -628,6 +630,29 @@ def status(
     output.show_status(
         runs, checkpoints, ledger=ledger, lock=lock, path=str(state), as_json=json_out
     )
+
+
+@app.command()
+@reports_errors
+def unlock(
+    state: Annotated[
+        Path, typer.Option("--state", help="State file whose lock to remove.", show_default=False)
+    ],
+) -> None:
+    """Remove a lock left by a run on another host (e.g. a container that was killed).
+
+    A lock left by a dead process on this host is taken over automatically; a lock held by a
+    live process here is never removed.
+    """
+    from segmetro import output
+    from segmetro.errors import StateError
+    from segmetro.state import StateDB
+
+    if not state.exists():
+        raise StateError(f"state file {state} does not exist")
+    with StateDB.open(state) as db:
+        holder = db.break_lock()
+    output.info("not locked" if holder is None else f"removed the lock of {holder.describe()}")
 
 
 @app.command("fake-metronome")

@@ -425,6 +425,23 @@ class StateDB:
         with self._transaction() as conn:
             conn.execute("DELETE FROM lock WHERE run_id = ?", (run_id,))
 
+    def break_lock(self) -> LockInfo | None:
+        """Remove a lock whose holder cannot be checked (another host); returns who held it.
+
+        A holder alive on this host keeps its lock: breaking it would let two runs overlap.
+        """
+        holder = self.lock_holder()
+        if holder is None:
+            return None
+        if holder.host == socket.gethostname() and _pid_alive(holder.pid):
+            raise LockedError(
+                f"state file {self.path} is locked by {holder.describe()}, which is still "
+                "running; stop it instead of unlocking."
+            )
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM lock WHERE run_id = ?", (holder.run_id,))
+        return holder
+
     # -- runs -------------------------------------------------------------------------------
 
     def begin_run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -211,3 +212,25 @@ def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
         assert run.exit_code == 130
         assert db.lock_holder() is None
         assert db.ledger_size() == summary["sent"]
+
+
+def test_unlock_removes_a_lock_from_another_host_only(runner: CliRunner, tmp_path: Path) -> None:
+    """A lock from a host we cannot check is removable by hand; a live local one is not."""
+    state = tmp_path / "state.db"
+    with StateDB.open(state) as db:
+        db.acquire_lock("live-run")
+    held = runner.invoke(app, ["unlock", "--state", str(state)])
+    assert held.exit_code == 3
+    assert "which is still running; stop it instead of unlocking" in held.stderr
+    with StateDB.open(state) as db:
+        db.release_lock("live-run")
+        db.acquire_lock("pod-run")
+    with sqlite3.connect(state) as conn:
+        conn.execute("UPDATE lock SET host = 'cron-pod-7f9c'")
+    conn.close()
+    removed = runner.invoke(app, ["unlock", "--state", str(state)])
+    assert removed.exit_code == 0, removed.output
+    assert "removed the lock of run pod-run" in removed.stderr
+    assert "on host cron-pod-7f9c" in removed.stderr
+    with StateDB.open(state, readonly=True) as db:
+        assert db.lock_holder() is None

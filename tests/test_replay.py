@@ -76,6 +76,8 @@ def test_replay_with_faults_delivers_exactly_the_expected_events(
     summary = orjson.loads(result.stdout)
     assert summary["sent"] == len(expected)
     assert summary["emitted"] == len(expected)
+    assert summary["emitted"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]
+    assert summary["read"] == summary["matched"] + summary["filtered"]
     assert summary["retries"] >= sum(state.faults.values())
     assert rejects.read_bytes() == b""
 
