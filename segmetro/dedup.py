@@ -33,7 +33,16 @@ from typing import IO, Any, Literal
 
 import orjson
 
-__all__ = ["DedupResult", "RunDeduper", "canonical_bytes", "digest_canonical", "payload_digest"]
+from segmetro.models import Mapped, Reason, Reject
+
+__all__ = [
+    "DedupResult",
+    "RunDeduper",
+    "canonical_bytes",
+    "conflict_reject",
+    "digest_canonical",
+    "payload_digest",
+]
 
 _INDEX_TYPE = "I" if array("I").itemsize >= 4 else "L"
 _MAX_ENTRIES = (1 << (8 * array(_INDEX_TYPE).itemsize)) - 2
@@ -262,3 +271,23 @@ class RunDeduper:
         tid_len = int.from_bytes(data[:_LEN_BYTES], "little")
         tid_bytes = data[_LEN_BYTES : _LEN_BYTES + tid_len]
         return tid_bytes.decode("utf-8", "surrogatepass"), data[_LEN_BYTES + tid_len :]
+
+
+def conflict_reject(mapped: Mapped, first: dict[str, Any] | None) -> Reject:
+    """Metronome keeps the first event of a transaction_id; a different later one would be lost."""
+    tid = mapped.payload["transaction_id"]
+    detail = (
+        f"transaction_id {tid!r} was already emitted in this run with a different payload; "
+        "Metronome keeps only the first. first: "
+        + orjson.dumps(first).decode()
+        + " later: "
+        + orjson.dumps(mapped.payload).decode()
+    )
+    return Reject(
+        reason=Reason.CONFLICT,
+        detail=detail,
+        source=mapped.record.coords,
+        mapping=mapped.mapping,
+        event=mapped.record.event,
+        payload=mapped.payload,
+    )

@@ -17,7 +17,7 @@ from typing import IO, Any
 import httpx
 import orjson
 
-from segmetro.dedup import RunDeduper, payload_digest
+from segmetro.dedup import RunDeduper, conflict_reject, payload_digest
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
 from segmetro.errors import ConfigError, DeliveryError
 from segmetro.mapping import FieldStats, MappingSet
@@ -71,26 +71,6 @@ class RejectSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def conflict_reject(mapped: Mapped, first: dict[str, Any] | None) -> Reject:
-    """Metronome keeps the first event of a transaction_id; a different later one would be lost."""
-    tid = mapped.payload["transaction_id"]
-    detail = (
-        f"transaction_id {tid!r} was already emitted in this run with a different payload; "
-        "Metronome keeps only the first. first: "
-        + orjson.dumps(first).decode()
-        + " later: "
-        + orjson.dumps(mapped.payload).decode()
-    )
-    return Reject(
-        reason=Reason.CONFLICT,
-        detail=detail,
-        source=mapped.record.coords,
-        mapping=mapped.mapping,
-        event=mapped.record.event,
-        payload=mapped.payload,
-    )
 
 
 def select(
@@ -543,6 +523,30 @@ def field_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> li
 LEDGER_CHUNK = 256
 
 
+def against_ledger(
+    pending: deque[Mapped], state: StateDB | None
+) -> Iterator[tuple[Mapped, str, LedgerEntry | None]]:
+    """Pop each event off `pending` with its category: ``new``, ``unchanged`` or ``changed``.
+
+    One ledger query per chunk. Events still in `pending` when the caller stops were never
+    classified (a replay counts them as unsent).
+    """
+    found = (
+        state.ledger_lookup([m.payload["transaction_id"] for m in pending])
+        if state is not None
+        else {}
+    )
+    while pending:
+        mapped = pending.popleft()
+        previous = found.get(mapped.payload["transaction_id"])
+        if previous is None:
+            yield mapped, "new", None
+        elif previous.digest == payload_digest(mapped.payload):
+            yield mapped, "unchanged", previous
+        else:
+            yield mapped, "changed", previous
+
+
 async def run_replay(
     mappings: MappingSet,
     inputs: InputSet,
@@ -595,25 +599,19 @@ async def run_replay(
     with RejectSink(rejects_path, append=state is not None) as sink, RunDeduper() as deduper:
         outcome = _Delivery(counts, sink, state=state, run_id=run_id, identities=identities)
 
-        def against_ledger(pending: deque[Mapped]) -> Iterator[Outbound]:
-            """Classify and empty `pending`; whatever is left in it was never handed on."""
-            assert state is not None
-            found = state.ledger_lookup([m.payload["transaction_id"] for m in pending])
-            while pending:
-                mapped = pending.popleft()
-                previous = found.get(mapped.payload["transaction_id"])
-                if previous is None or (
-                    resend_changed and previous.digest != payload_digest(mapped.payload)
-                ):
+        def classified(pending: deque[Mapped]) -> Iterator[Outbound]:
+            for mapped, category, previous in against_ledger(pending, state):
+                if category == "new" or (category == "changed" and resend_changed):
                     counts.emitted += 1
                     yield Outbound(payload=mapped.payload, ref=mapped)
-                elif previous.digest == payload_digest(mapped.payload):
+                    continue
+                if category == "unchanged":
                     counts.unchanged += 1
-                    outcome.resolve(mapped)
                 else:
+                    assert previous is not None
                     counts.rejected[Reason.CHANGED] += 1
                     sink.add(changed_reject(mapped, previous))
-                    outcome.resolve(mapped)
+                outcome.resolve(mapped)
 
         pending: deque[Mapped] = deque()
 
@@ -635,9 +633,9 @@ async def run_replay(
                     outcome.register_event(item)
                     pending.append(item)
                     if len(pending) >= LEDGER_CHUNK:
-                        yield from against_ledger(pending)
+                        yield from classified(pending)
             if pending:
-                yield from against_ledger(pending)
+                yield from classified(pending)
             outcome.save(())
 
         ticker = None

@@ -7,15 +7,23 @@ over the same input and reports which events appear, disappear or change.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from segmetro.dedup import RunDeduper, payload_digest
+from segmetro.dedup import RunDeduper
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
-from segmetro.pipeline import LEDGER_CHUNK, RejectSink, Resume, field_diff, read_resumed, select
+from segmetro.pipeline import (
+    LEDGER_CHUNK,
+    RejectSink,
+    Resume,
+    against_ledger,
+    field_diff,
+    read_resumed,
+    select,
+)
 from segmetro.sources import InputSet, iter_records
 from segmetro.state import UNRECORDED_PAYLOAD, StateDB
 from segmetro.window import Window
@@ -115,41 +123,30 @@ def plan(
     )
     sink = rejects or RejectSink(None)
 
-    def classify(batch: list[Mapped]) -> None:
-        found = (
-            state.ledger_lookup([m.payload["transaction_id"] for m in batch])
-            if state is not None
-            else {}
-        )
-        for mapped in batch:
+    def classify(pending: deque[Mapped]) -> None:
+        for mapped, category, previous in against_ledger(pending, state):
             payload = mapped.payload
-            previous = found.get(payload["transaction_id"])
-            if previous is None:
-                category = "new"
+            if category == "new":
                 counts.emitted += 1
-            elif previous.digest == payload_digest(payload):
-                category = "unchanged"
+            elif category == "unchanged":
                 counts.unchanged += 1
-            else:
-                category = "changed"
-                if len(result.changed) < SHOWN_DIFFS:
-                    before = previous.payload
-                    result.changed.append(
-                        EventDiff(
-                            transaction_id=payload["transaction_id"],
-                            source=mapped.record.coords,
-                            mapping=mapped.mapping,
-                            lines=(
-                                [UNRECORDED_PAYLOAD]
-                                if before is None
-                                else field_diff(before, payload)
-                            ),
-                        )
+            elif len(result.changed) < SHOWN_DIFFS:
+                assert previous is not None
+                before = previous.payload
+                result.changed.append(
+                    EventDiff(
+                        transaction_id=payload["transaction_id"],
+                        source=mapped.record.coords,
+                        mapping=mapped.mapping,
+                        lines=[UNRECORDED_PAYLOAD]
+                        if before is None
+                        else field_diff(before, payload),
                     )
+                )
             result.note(category, mapped.mapping, payload["event_type"], payload["timestamp"][:10])
 
     with RunDeduper() as deduper:
-        pending: list[Mapped] = []
+        pending: deque[Mapped] = deque()
         stream = read_resumed(todo, resume, on_bytes=on_bytes)
         for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
             if isinstance(item, Reject):
@@ -158,7 +155,6 @@ def plan(
             pending.append(item)
             if len(pending) >= LEDGER_CHUNK:
                 classify(pending)
-                pending = []
         if pending:
             classify(pending)
     result.rejects = sink.shown

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import orjson
 
-from segmetro.dedup import RunDeduper
+from segmetro.dedup import RunDeduper, conflict_reject
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, JsonObject, Mapped, Reason, Record, Reject
 from segmetro.window import Window
@@ -195,7 +195,6 @@ def dedup_and_write(
     on_reject: Callable[[Reject], None],
 ) -> None:
     """The in-run duplicate check on the serialised lines, and the output."""
-    from segmetro.pipeline import conflict_reject
 
     check = deduper.check_encoded
     pending = writer.pending
@@ -426,7 +425,6 @@ def _consume(
     writer: LineWriter,
     on_reject: Callable[[Reject], None],
 ) -> None:
-    from segmetro.pipeline import conflict_reject
 
     check = deduper.check_encoded
     add = writer.add
