@@ -317,18 +317,38 @@ def test_retry_resumes_inside_a_one_line_json_array(
     assert ids(items) == [f"m{k}" for k in range(40)]
 
 
+def _member_lines(first: int, n: int) -> bytes:
+    return b"".join(
+        orjson.dumps({"messageId": f"m{k}", "pad": hashlib.sha256(b"%d" % k).hexdigest()}) + b"\n"
+        for k in range(first, first + n)
+    )
+
+
+def _members_object(s3: S3Server, damaged: int | None = None) -> InputSet:
+    """60 lines in six gzip members of ten; member ``damaged`` (from 0) has a bad CRC."""
+    members = [gzip.compress(_member_lines(10 * m + 1, 10)) for m in range(6)]
+    if damaged is not None:
+        bad = bytearray(members[damaged])
+        bad[-8] ^= 1
+        members[damaged] = bytes(bad)
+    s3.put("logs", "segment-logs/s/1/a.gz", b"".join(members))
+    return open_inputs(["s3://logs"], endpoint_url=s3.endpoint_url)
+
+
 def test_retries_exhausted_reject_at_the_line_it_stopped(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inputs = _many_lines_object(s3)
+    inputs = _members_object(s3)
     gets = flaky_gets(
-        monkeypatch, {k: {3} for k in range(4)}, ResponseStreamingError(error="reset")
+        monkeypatch, {k: {12} for k in range(4)}, ResponseStreamingError(error="reset")
     )
     items = list(iter_records(inputs))
     assert len(gets) == 4
     good = ids(items)
     assert good == [f"m{k}" for k in range(1, len(good) + 1)]
+    # only whole members come out: the one being read when it failed could not be verified
     assert 0 < len(good) < 60
+    assert len(good) % 10 == 0
     (reject,) = [i for i in items if isinstance(i, Reject)]
     assert reject.reason == Reason.UNREADABLE
     assert reject.source == f"{inputs.objects[0].name}:{len(good) + 1}"
@@ -372,3 +392,25 @@ def test_window_only_prunes_segment_layout(s3: S3Server) -> None:
     s3.put("logs", "segment-logs/src/not-a-day/a.jsonl", b'{"messageId": "m2"}\n')
     inputs = open_inputs(["s3://logs"], endpoint_url=s3.endpoint_url, since=DAYS[0], until=DAYS[1])
     assert ids(list(iter_records(inputs))) == ["m1", "m2"]
+
+
+def test_retry_across_members_with_a_damaged_one(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members verified one by one: a re-GET neither repeats nor loses a line, and the
+    damaged member's lines are rejects exactly once."""
+    inputs = _members_object(s3, damaged=2)
+    gets = flaky_gets(
+        monkeypatch, {0: {9}, 1: {17}}, ResponseStreamingError(error="connection reset")
+    )
+    progress: list[int] = []
+    items = list(iter_records(inputs, on_bytes=progress.append))
+    assert len(gets) == 3
+    assert ids(items) == [f"m{k}" for k in [*range(1, 21), *range(31, 61)]]
+    assert [i.line for i in items if isinstance(i, Record)] == [*range(1, 21), *range(31, 61)]
+    name = inputs.objects[0].name
+    assert rejects(items) == [(Reason.CORRUPT_GZIP, f"{name}:{n}") for n in range(21, 31)]
+    assert [i.event["messageId"] for i in items if isinstance(i, Reject)] == [
+        f"m{k}" for k in range(21, 31)
+    ]
+    assert sum(progress) == inputs.total_bytes

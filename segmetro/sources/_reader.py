@@ -3,7 +3,11 @@
 Two layers, both generators over byte chunks:
 
 * ``decompress`` gunzips when the stream starts with the gzip magic (whatever the name says),
-  member after member, and raises ``StreamBreak`` where a gzip stream is corrupt or truncated.
+  member after member. Each member is spooled (memory, then a temporary file) and released only
+  after its CRC32 and length are checked; a member that fails is released between ``Damaged``
+  and ``DAMAGE_END`` markers, and the parser turns every line touching it into a
+  ``corrupt_gzip`` reject, never a record. ``StreamBreak`` is raised where the stream cannot go
+  on (truncated, or undecodable so that the next member cannot be found).
 * ``parse_stream`` splits lines with bytes methods and parses each with ``orjson``; a stream
   whose first non-blank byte is ``[`` (and whose name does not say JSONL) is read as one JSON
   array, element by element, without loading it whole.
@@ -16,8 +20,9 @@ Everything unusual (blank lines, a BOM, bad UTF-8, bad JSON) is sorted out only 
 from __future__ import annotations
 
 import re
+import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -29,6 +34,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 #: decompressed bytes produced per zlib call (bounds memory on gzip bombs)
 OUT_CHUNK = 1 << 20
+#: decompressed bytes of one gzip member held in memory while it is verified; beyond, on disk
+SPOOL_MEMORY = 16 << 20
+#: bytes read back per call from a gzip member spooled to disk
+SPOOL_READ = 1 << 20
 #: a reject's ``raw`` holds at most this many characters of the line
 RAW_LIMIT = 1000
 #: bytes of a line kept for ``raw``: enough for RAW_LIMIT characters whatever the encoding
@@ -72,8 +81,31 @@ def allows_array(name: str) -> bool:
 # decompression
 
 
-def decompress(raw: Iterable[bytes]) -> Iterator[bytes]:
-    """Yield the content of ``raw``: gunzipped when it starts with the gzip magic bytes."""
+class Damaged:
+    """A marker in a decompressed stream: the chunks that follow, up to ``DAMAGE_END``, are the
+    data of a gzip member that failed its integrity check. No line touching them may be used."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+#: closes the data of a ``Damaged`` member
+DAMAGE_END = Damaged("")
+
+Chunk = bytes | Damaged
+
+
+def decompress(raw: Iterable[bytes]) -> Iterator[Chunk]:
+    """Yield the content of ``raw``: gunzipped when it starts with the gzip magic bytes.
+
+    Plain content is passed through as it comes. Gzip content is verified member by member:
+    each member is decompressed into a spool and yielded only once its CRC32 and length check
+    out. A member that fails is yielded between a ``Damaged`` marker and ``DAMAGE_END``; a
+    stream cut short yields what was decoded before the cut (it cannot be verified, but a cut
+    does not damage what precedes it), then raises ``StreamBreak``.
+    """
     it = iter(raw)
     head = b""
     for chunk in it:
@@ -88,53 +120,249 @@ def decompress(raw: Iterable[bytes]) -> Iterator[bytes]:
     yield from _gunzip(head, it)
 
 
-def _gunzip(pending: bytes, raw: Iterator[bytes]) -> Iterator[bytes]:
-    d: Any = zlib.decompressobj(31)
-    member = 1
+def _need(pending: bytes, raw: Iterator[bytes], n: int) -> bytes:
+    """``pending`` extended from ``raw`` to at least ``n`` bytes (fewer at the end of input)."""
+    while len(pending) < n:
+        more = next(raw, b"")
+        if not more:
+            break
+        pending += more
+    return pending
+
+
+def _truncated(member: int, where: str) -> StreamBreak:
+    return StreamBreak(Reason.CORRUPT_GZIP, f"gzip data truncated: member {member} ends {where}")
+
+
+def _gzip_header(pending: bytes, raw: Iterator[bytes], member: int) -> bytes:
+    """Skip the gzip header at the start of ``pending``; returns what follows it."""
+    pending = _need(pending, raw, 10)
+    if len(pending) < 10:
+        raise _truncated(member, "inside its header")
+    if pending[2] != 8:
+        raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: unknown compression method")
+    flags = pending[3]
+    if flags & 0xE0:
+        raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: unknown header flags set")
+    pos = 10
+    if flags & 4:  # FEXTRA
+        pending = _need(pending, raw, pos + 2)
+        if len(pending) < pos + 2:
+            raise _truncated(member, "inside its header")
+        pos += 2 + int.from_bytes(pending[pos : pos + 2], "little")
+        pending = _need(pending, raw, pos)
+        if len(pending) < pos:
+            raise _truncated(member, "inside its header")
+    for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & bit:
+            while (end := pending.find(b"\0", pos)) < 0:
+                more = next(raw, b"")
+                if not more:
+                    raise _truncated(member, "inside its header")
+                pending += more
+            pos = end + 1
+    if flags & 2:  # FHCRC
+        pending = _need(pending, raw, pos + 2)
+        if len(pending) < pos + 2:
+            raise _truncated(member, "inside its header")
+        if zlib.crc32(pending[:pos]) & 0xFFFF != int.from_bytes(pending[pos : pos + 2], "little"):
+            raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: header CRC mismatch")
+        pos += 2
+    return pending[pos:]
+
+
+class _Spool:
+    """Decompressed bytes of one member: in memory up to SPOOL_MEMORY, then in a temporary file.
+
+    In memory the chunks are kept as they are (no copy); on disk they are written straight from
+    zlib's output and read back in SPOOL_READ blocks, so memory stays flat whatever the size.
+    """
+
+    __slots__ = ("file", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.file: Any = None
+
+    def write(self, data: bytes) -> None:
+        if self.file is not None:
+            _write_all(self.file, data)
+            return
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size > SPOOL_MEMORY:
+            try:
+                self.file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - see close()
+                for part in self.parts:
+                    _write_all(self.file, part)
+            except OSError as exc:
+                raise StreamBreak(
+                    Reason.UNREADABLE,
+                    "cannot spool a gzip member to a temporary file to verify it before use "
+                    f"(set TMPDIR to a roomier place): {exc.strerror or exc}",
+                ) from None
+            self.parts = []
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes written, in order, each time in blocks of at most SPOOL_READ bytes."""
+        if self.file is None:
+            parts = self.parts
+            self.parts = []
+            parts.reverse()
+            while parts:
+                yield parts.pop()
+            return
+        f = self.file
+        f.seek(0)
+        read = f.read
+        size = SPOOL_READ
+        while chunk := read(size):
+            yield chunk
+
+    def close(self) -> None:
+        self.parts = []
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _write_all(f: Any, data: bytes) -> None:
+    try:
+        n = f.write(data)
+        if n != len(data):  # a short write (rare on regular files): finish it
+            view = memoryview(data)[n:]
+            while view:
+                view = view[f.write(view) :]
+    except OSError as exc:
+        raise StreamBreak(
+            Reason.UNREADABLE,
+            "cannot spool a gzip member to a temporary file to verify it before use "
+            f"(set TMPDIR to a roomier place): {exc.strerror or exc}",
+        ) from None
+
+
+def _gunzip(pending: bytes, raw: Iterator[bytes]) -> Iterator[Chunk]:
+    member = 0
     while True:
-        if not pending:
-            pending = next(raw, b"")
-            if not pending:
-                if d is not None:
-                    raise StreamBreak(
-                        Reason.CORRUPT_GZIP,
-                        f"gzip data truncated: member {member} ends before its end marker",
-                    )
-                return
-        if d is None:
+        if member:
             # between members: zero padding is allowed, anything else must be another member
             pending = pending.lstrip(b"\0")
-            if not pending:
-                continue
-            if len(pending) < 2:
-                more = next(raw, b"")
-                if more:
-                    pending += more
-                    continue
+            while not pending:
+                pending = next(raw, b"")
+                if not pending:
+                    return
+                pending = pending.lstrip(b"\0")
+            pending = _need(pending, raw, 2)
             if pending[:2] != GZIP_MAGIC:
                 raise StreamBreak(
                     Reason.CORRUPT_GZIP, f"data after gzip member {member} is not gzip"
                 )
-            d = zlib.decompressobj(31)
-            member += 1
+        member += 1
+        pending = _gzip_header(pending, raw, member)
+        spool = _Spool()
+        try:
+            pending = yield from _member(pending, raw, member, spool)
+        finally:
+            spool.close()
+
+
+def _looks_complete(last8: bytes, size: int) -> bool:
+    """Whether a stream that ended inside a member's deflate data ends with its trailer.
+
+    A cut-off stream ends with arbitrary deflate bytes. A complete member whose data is damaged
+    can make the decoder read on through its own trailer without an error: then the last four
+    bytes are the member's length, close to what was decoded (the damage changes it a little).
+    A cut that happens to end so is taken as damage (its lines are rejected, not used).
+    """
+    if len(last8) < 8:
+        return False
+    stored = int.from_bytes(last8[4:], "little")
+    return abs(stored - (size & 0xFFFFFFFF)) <= (1 << 20) + size // 1024
+
+
+def _member(
+    pending: bytes, raw: Iterator[bytes], member: int, spool: _Spool
+) -> Generator[Chunk, None, bytes]:
+    """Inflate one member (header already skipped) into ``spool``, verify it, yield its data.
+
+    Returns the bytes that follow the member.
+    """
+    d: Any = zlib.decompressobj(-zlib.MAX_WBITS)
+    crc32 = zlib.crc32
+    write = spool.write
+    crc = 0
+    size = 0
+    last8 = pending[-8:]  # the last 8 bytes of deflate data fed
+    while True:
+        if not pending:
+            pending = next(raw, b"")
+            if not pending:
+                if _looks_complete(last8, size):
+                    # not cut off: damage made the decoder run on through the member's own
+                    # trailer to the end of the stream
+                    yield Damaged(
+                        f"gzip member {member} failed its integrity check (its data runs on "
+                        "through what looks like its own trailer: damaged, not cut off)"
+                    )
+                    yield from spool.chunks()
+                    yield DAMAGE_END
+                    raise StreamBreak(
+                        Reason.CORRUPT_GZIP,
+                        f"corrupt gzip data in member {member}: the stream ends inside it",
+                    )
+                # cut off (e.g. an upload in progress): what came before the cut is kept
+                yield from spool.chunks()
+                raise _truncated(member, "before its end marker")
+            last8 = pending[-8:] if len(pending) >= 8 else (last8 + pending)[-8:]
         backup = d.copy()
         produced = 0
         try:
             for out in _inflate(d, pending):
+                crc = crc32(out, crc)
+                size += len(out)
                 produced += len(out)
-                yield out
+                write(out)
         except zlib.error as exc:
             # zlib drops the output of a call that fails: redo it in small steps from the
-            # state before the call, to keep everything before the break
-            yield from _salvage(backup, pending, produced)
+            # state before the call, so that every damaged line can be reported
+            for out in _salvage(backup, pending, produced):
+                write(out)
+            yield Damaged(
+                f"gzip member {member} failed its integrity check (invalid deflate data: {exc})"
+            )
+            yield from spool.chunks()
+            yield DAMAGE_END
             raise StreamBreak(
-                Reason.CORRUPT_GZIP, f"corrupt gzip data in member {member}: {exc}"
+                Reason.CORRUPT_GZIP,
+                f"corrupt gzip data in member {member}: {exc}; the rest of the object "
+                "cannot be read",
             ) from None
         if d.eof:
             pending = d.unused_data
-            d = None
-        else:
-            pending = d.unconsumed_tail
+            break
+        pending = d.unconsumed_tail
+    pending = _need(pending, raw, 8)
+    trailer = pending[:8]
+    expected = crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
+    if trailer == expected:
+        yield from spool.chunks()
+        return pending[8:]
+    if expected.startswith(trailer):
+        # cut off inside the trailer, and what is there matches
+        yield from spool.chunks()
+        raise _truncated(member, "inside its trailer")
+    if trailer[:4] != expected[: len(trailer[:4])]:
+        why = "CRC32 mismatch"
+    else:
+        stored = int.from_bytes(trailer[4:], "little")
+        why = f"length mismatch: {size} bytes decoded, the trailer says {stored}"
+    yield Damaged(f"gzip member {member} failed its integrity check ({why})")
+    yield from spool.chunks()
+    yield DAMAGE_END
+    if len(trailer) < 8:
+        raise _truncated(member, "inside its trailer")
+    return pending[8:]
 
 
 def _inflate(d: Any, data: bytes) -> Iterator[bytes]:
@@ -148,19 +376,31 @@ def _inflate(d: Any, data: bytes) -> Iterator[bytes]:
 
 
 def _salvage(d: Any, data: bytes, skip: int) -> Iterator[bytes]:
-    """Output of ``data`` fed 64 bytes at a time until it fails, less the ``skip`` first bytes."""
-    for i in range(0, len(data), 64):
+    """Output of the longest prefix of ``data`` that inflates without error, less ``skip`` bytes.
+
+    The prefix is found by bisection on copies of ``d`` (an error is seen at the bad byte, so
+    every longer prefix fails too).
+    """
+    good, bad = 0, len(data)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        trial = d.copy()
         try:
-            for out in _inflate(d, data[i : i + 64]):
-                if skip >= len(out):
-                    skip -= len(out)
-                    continue
-                yield out[skip:]
-                skip = 0
+            for _ in _inflate(trial, data[:mid]):
+                pass
         except zlib.error:
-            return
-        if d.eof:
-            return
+            bad = mid
+        else:
+            good = mid
+    try:
+        for out in _inflate(d, data[:good]):
+            if skip >= len(out):
+                skip -= len(out)
+                continue
+            yield out[skip:]
+            skip = 0
+    except zlib.error:  # pragma: no cover - the prefix inflated above
+        return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,9 +508,48 @@ def _too_long(name: str, lineno: int, head: bytes, length: int, limit: int) -> R
     )
 
 
+def _damaged_line(
+    name: str, lineno: int, line: bytes, marker: Damaged, length: int = -1
+) -> Reject | None:
+    """A line holding bytes of a member that failed verification: never a Record.
+
+    ``event`` is the line's object when it parses as one (to inspect, or to replay on purpose),
+    ``raw`` otherwise; blank lines give None. ``length`` > len(line): only the line's head is
+    known (it was longer than the limit).
+    """
+    text = line.strip()
+    if text.startswith(BOM):
+        text = text[len(BOM) :].lstrip()
+    if not text:
+        return None
+    detail = f"{marker.detail}: the line may be damaged and was not used"
+    coords = f"{name}:{lineno}"
+    if length <= len(line):
+        try:
+            value = _loads(text)
+        except _JSONDecodeError:
+            pass
+        else:
+            if type(value) is dict:
+                inner = value.get("event") if REJECT_MARKER in value else None
+                event = inner if type(inner) is dict else value
+                return Reject(reason=Reason.CORRUPT_GZIP, detail=detail, source=coords, event=event)
+    else:
+        detail += f" (a line of {length} bytes)"
+    return _line_reject(Reason.CORRUPT_GZIP, detail, coords, line)
+
+
+def _blank_member(name: str, lineno: int, marker: Damaged) -> Reject:
+    return Reject(
+        reason=Reason.CORRUPT_GZIP,
+        detail=f"{marker.detail}; no line of it could be read",
+        source=f"{name}:{lineno}",
+    )
+
+
 def parse_stream(
     name: str,
-    chunks: Iterable[bytes],
+    chunks: Iterable[Chunk],
     *,
     start_line: int = 0,
     max_line_bytes: int,
@@ -279,15 +558,18 @@ def parse_stream(
     """Parse decompressed chunks into records; never raises for bad content.
 
     ``StreamBreak`` from ``chunks`` becomes one reject at the line being read when it happened.
-    ``RetryableReadError`` is re-raised with ``line`` set to that line.
+    ``RetryableReadError`` is re-raised with ``line`` set to that line. Every line touching the
+    data of a ``Damaged`` member is a ``corrupt_gzip`` reject.
     """
     it = iter(chunks)
-    head: list[bytes] = []
+    head: list[Chunk] = []
     if allow_array:
         probe = b""
         try:
             for chunk in it:
                 head.append(chunk)
+                if type(chunk) is not bytes:
+                    continue
                 probe += chunk
                 if len(probe) < len(BOM) and BOM.startswith(probe):
                     continue  # perhaps the start of a BOM
@@ -299,9 +581,8 @@ def parse_stream(
                 if len(probe) > _PROBE_LIMIT:
                     break
         except StreamBreak as exc:
-            line = probe.count(b"\n") + 1
-            if line > start_line:
-                yield Reject(reason=exc.reason, detail=exc.detail, source=f"{name}:{line}")
+            # nothing but blanks so far: let the line reader report the break (and any damage)
+            yield from _parse_lines(name, chain(head, _raise(exc)), 0, start_line, max_line_bytes)
             return
         except RetryableReadError as exc:
             exc.line = probe.count(b"\n") + 1
@@ -313,9 +594,14 @@ def parse_stream(
     yield from _parse_lines(name, chain(head, it), 0, start_line, max_line_bytes)
 
 
+def _raise(exc: BaseException) -> Iterator[Chunk]:
+    raise exc
+    yield b""  # pragma: no cover - makes this a generator
+
+
 def _parse_lines(
     name: str,
-    chunks: Iterator[bytes],
+    chunks: Iterator[Chunk],
     lineno: int,
     start_line: int,
     max_len: int,
@@ -329,11 +615,34 @@ def _parse_lines(
     skipping = False  # inside a line longer than max_len: drop bytes up to the next newline
     skip_head = b""
     skip_len = 0
+    damaged: Damaged | None = None  # reading the data of a member that failed verification
+    blank = True  # no non-blank byte in that member's data so far
+    taint: Damaged | None = None  # the unfinished line holds bytes of a failed member
+    item: Record | Reject | None
     try:
         for chunk in chunks:
+            if type(chunk) is not bytes:
+                assert isinstance(chunk, Damaged)
+                if chunk is DAMAGE_END:
+                    assert damaged is not None
+                    if blank and taint is not damaged and lineno + 1 > start_line:
+                        yield _blank_member(name, lineno + 1, damaged)
+                    damaged = None
+                else:
+                    damaged = chunk
+                    blank = True
+                    if parts or skipping:
+                        taint = chunk
+                continue
             # split the whole chunk (no copy of its rest), then mend the first line
             lines = chunk.split(b"\n")
             longest = len(chunk)  # no line of ``lines`` is longer
+            first_taint = taint or damaged  # the failed member the first line touches
+            if damaged is not None and blank and chunk.strip():
+                blank = False
+            had_newline = len(lines) > 1
+            if not had_newline:
+                taint = first_taint
             if skipping:
                 if len(lines) == 1:
                     skip_len += len(chunk)
@@ -341,8 +650,16 @@ def _parse_lines(
                 lineno += 1
                 skipping = False
                 if lineno > start_line:
-                    yield _too_long(name, lineno, skip_head, skip_len + len(lines[0]), max_len)
+                    length = skip_len + len(lines[0])
+                    if first_taint is not None:
+                        item = _damaged_line(name, lineno, skip_head, first_taint, length)
+                        if item is not None:
+                            blank = False
+                            yield item
+                    else:
+                        yield _too_long(name, lineno, skip_head, length, max_len)
                 skip_head = b""
+                first_taint = None
                 del lines[0]
             elif parts:
                 if len(lines) == 1:
@@ -362,9 +679,26 @@ def _parse_lines(
                 parts = []
                 plen = 0
             tail = lines.pop()
+            if first_taint is not None and lines and damaged is None:
+                # the line that began in a failed member ends here
+                lineno += 1
+                if lineno > start_line:
+                    line = lines[0]
+                    item = _damaged_line(name, lineno, line[:max_len], first_taint, len(line))
+                    if item is not None:
+                        yield item
+                del lines[0]
             n = len(lines)
             if lineno + n <= start_line:
                 lineno += n
+            elif damaged is not None:
+                for line in lines:
+                    lineno += 1
+                    if lineno > start_line:
+                        item = _damaged_line(name, lineno, line[:max_len], damaged, len(line))
+                        if item is not None:
+                            blank = False
+                            yield item
             else:
                 if lineno < start_line:
                     del lines[: start_line - lineno]
@@ -390,6 +724,7 @@ def _parse_lines(
                     else:
                         yield _classify(name, lineno, value)
             if tail:
+                taint = damaged if had_newline else first_taint
                 if len(tail) > max_len:
                     skipping = True
                     skip_head = tail[:_RAW_BYTES]
@@ -397,11 +732,13 @@ def _parse_lines(
                 else:
                     parts = [tail]
                     plen = len(tail)
+            else:
+                taint = None
     except StreamBreak as exc:
         if lineno + 1 > start_line:
             partial = b"".join(parts) if parts else skip_head
             raw = _raw_text(partial)[0] if partial else None
-            if parts:
+            if parts and taint is None:
                 # the data stopped before this line's newline; a whole JSON object is kept (no
                 # proper prefix of a JSON object is itself an object), anything else is the
                 # corrupt_gzip reject's ``raw``
@@ -423,11 +760,20 @@ def _parse_lines(
     if skipping:
         lineno += 1
         if lineno > start_line:
-            yield _too_long(name, lineno, skip_head, skip_len, max_len)
+            if taint is not None:
+                item = _damaged_line(name, lineno, skip_head, taint, skip_len)
+                if item is not None:
+                    yield item
+            else:
+                yield _too_long(name, lineno, skip_head, skip_len, max_len)
     elif parts:
         lineno += 1
         if lineno > start_line:
-            item = _one_line(name, lineno, b"".join(parts), max_len)
+            last = b"".join(parts)
+            if taint is not None:
+                item = _damaged_line(name, lineno, last, taint, len(last))
+            else:
+                item = _one_line(name, lineno, last, max_len)
             if item is not None:
                 yield item
 
@@ -465,12 +811,14 @@ class _Element:
 
 
 def _parse_array(
-    name: str, chunks: Iterator[bytes], start_line: int, max_len: int
+    name: str, chunks: Iterator[Chunk], start_line: int, max_len: int
 ) -> Iterator[Record | Reject]:
     """Stream one top-level JSON array; each element is reported at the line it starts on.
 
     Only the structure is scanned here (strings, escapes, nesting); each element is then parsed
-    by ``orjson``. Whatever follows the closing ``]`` is read as JSONL.
+    by ``orjson``. Whatever follows the closing ``]`` is read as JSONL. At a gzip member that
+    failed verification the structure can no longer be trusted: its lines are rejected and the
+    object is not read further.
     """
     search = _STRUCTURAL.search
     lineno = 1
@@ -482,7 +830,12 @@ def _parse_array(
     chunk = b""
     pos = 0
     try:
-        for chunk in chunks:
+        for piece in chunks:
+            if type(piece) is not bytes:
+                assert isinstance(piece, Damaged)
+                yield from _array_damage(name, piece, chunks, lineno, elem, start_line, max_len)
+                return
+            chunk = piece
             pos = 0
             seg = 0  # where the current element's bytes start in this chunk
             if escaped and chunk:
@@ -568,6 +921,45 @@ def _parse_array(
             reason=Reason.INVALID_JSON,
             detail="JSON array not closed at end of input",
             source=f"{name}:{lineno}",
+        )
+
+
+def _array_damage(
+    name: str,
+    marker: Damaged,
+    chunks: Iterator[Chunk],
+    lineno: int,
+    elem: _Element | None,
+    start_line: int,
+    max_len: int,
+) -> Iterator[Record | Reject]:
+    """A JSON array meets a failed gzip member: reject what touches it, then stop the object."""
+    started = elem is not None and (elem.too_long or b"".join(elem.parts).strip())
+    if started and elem is not None and elem.line > start_line:
+        yield Reject(
+            reason=Reason.CORRUPT_GZIP,
+            detail=f"{marker.detail}: this JSON array element runs into it and was not used",
+            source=f"{name}:{elem.line}",
+        )
+    newlines = 0
+
+    def member() -> Iterator[Chunk]:
+        nonlocal newlines
+        yield marker
+        for chunk in chunks:
+            if chunk is DAMAGE_END:
+                break
+            if type(chunk) is bytes:
+                newlines += chunk.count(b"\n")
+                yield chunk
+        yield DAMAGE_END
+
+    yield from _parse_lines(name, member(), lineno - 1, start_line, max_len)
+    if lineno + newlines > start_line:
+        yield Reject(
+            reason=Reason.CORRUPT_GZIP,
+            detail=f"{marker.detail}: the JSON array is not read past it",
+            source=f"{name}:{lineno + newlines}",
         )
 
 
