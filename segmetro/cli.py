@@ -198,22 +198,12 @@ def map_command(
     Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
     """
     from segmetro import output
-    from segmetro.mapping import load_mapping
     from segmetro.pipeline import run_map
-    from segmetro.sources import open_inputs
-    from segmetro.window import Window
     from segmetro.workers import default_workers
 
-    mappings = load_mapping(mapping)
-    window = Window.from_options(since=since, until=until, now=now)
-    inputs_set = open_inputs(
-        inputs,
-        endpoint_url=endpoint_url,
-        since=window.since,
-        until=window.until,
-        source_ids=source_id or (),
+    mappings, window, inputs_set = _job(
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
     )
-    output.skipped_inputs(inputs_set)
     with (
         _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
@@ -235,6 +225,35 @@ def map_command(
     )
     if report.counts.rejected_total:
         raise typer.Exit(1)
+
+
+def _job(
+    mapping: Path,
+    inputs: list[str],
+    since: str | None,
+    until: str | None,
+    now: str | None,
+    *,
+    endpoint_url: str | None,
+    source_id: list[str] | None,
+) -> tuple[Any, Any, Any]:
+    """What map and replay share: the mapping, the window, and the inputs it selects."""
+    from segmetro import output
+    from segmetro.mapping import load_mapping
+    from segmetro.sources import open_inputs
+    from segmetro.window import Window
+
+    mappings = load_mapping(mapping)
+    window = Window.from_options(since=since, until=until, now=now)
+    inputs_set = open_inputs(
+        inputs,
+        endpoint_url=endpoint_url,
+        since=window.since,
+        until=window.until,
+        source_ids=source_id or (),
+    )
+    output.skipped_inputs(inputs_set)
+    return mappings, window, inputs_set
 
 
 def _open_output(out: Path | None) -> Any:
@@ -344,11 +363,8 @@ def replay(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, SegmetroError
-    from segmetro.mapping import load_mapping
     from segmetro.pipeline import run_replay, run_signature
-    from segmetro.sources import open_inputs
     from segmetro.state import StateDB, new_run_id
-    from segmetro.window import Window
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -360,16 +376,9 @@ def replay(
         )
     if verbose:
         output.log_to_stderr(logging.DEBUG)
-    mappings = load_mapping(mapping)
-    window = Window.from_options(since=since, until=until, now=now)
-    inputs_set = open_inputs(
-        inputs,
-        endpoint_url=endpoint_url,
-        since=window.since,
-        until=window.until,
-        source_ids=source_id or (),
+    mappings, window, inputs_set = _job(
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
     )
-    output.skipped_inputs(inputs_set)
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
     if dry_run:
