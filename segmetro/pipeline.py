@@ -22,7 +22,7 @@ from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
 from segmetro.errors import ConfigError, DeliveryError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
-from segmetro.sources import InputObject, InputSet, iter_records, read_object
+from segmetro.sources import InputObject, InputSet, iter_items, iter_records, read_object
 from segmetro.state import (
     UNRECORDED_PAYLOAD,
     Checkpoint,
@@ -185,7 +185,7 @@ def run_map(
         elif fastpaths.enabled():
             # one serialisation per output, shared by the duplicate check and the output
             lines = fast.mapped_lines(
-                iter_records(inputs, on_bytes=on_bytes),
+                iter_items(inputs, on_bytes=on_bytes),
                 mappings,
                 window=window,
                 counts=counts,

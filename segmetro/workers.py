@@ -31,6 +31,7 @@ import orjson
 from segmetro.dedup import RunDeduper, conflict_reject
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, JsonObject, Mapped, Reason, Record, Reject
+from segmetro.sources import Item, RawRecord
 from segmetro.window import Window
 
 #: records per chunk a worker hands to the parent
@@ -43,24 +44,31 @@ class _Slow(Exception):
     """Internal: this record needs the general path."""
 
 
+def as_record(item: Record | RawRecord) -> Record:
+    """The ``Record`` of an item read lazily (`segmetro.sources.read_items`)."""
+    if type(item) is Record:
+        return item
+    event, source, line = item  # type: ignore[misc]
+    return Record(event, source, line)
+
+
 def mapped_lines(
-    stream: Iterable[Record | Reject],
+    stream: Iterable[Item],
     mappings: MappingSet,
     *,
     window: Window,
     counts: Counts,
     on_reject: Callable[[Reject], None],
-) -> Iterator[tuple[bytes, str, int, JsonObject, Record]]:
+) -> Iterator[tuple[bytes, str, int, JsonObject, Record | RawRecord]]:
     """Map every record; yield ``(line, transaction_id, mapping index, payload, record)`` for
-    each event inside the window, where ``line`` is the payload as one JSON line.
+    each event inside the window, where ``line`` is the payload as one JSON line and ``record``
+    is the record as read: a ``Record`` or a ``RawRecord`` tuple (`as_record` makes it one).
 
     As ``pipeline.select`` without the duplicate check (the caller does it with ``line``):
     filtered messages and events outside ``[since, until)`` are counted and dropped, every
     reject is counted and passed to ``on_reject``, in input order.
     """
-    plan = [
-        (m.trigger.matches if m.trigger is not None else None, m.fast) for m in mappings.mappings
-    ]
+    plan = [(_predicate(m.trigger), m.fast) for m in mappings.mappings]
     position = {m.name: i for i, m in enumerate(mappings.mappings)}
     single = len(plan) == 1
     matches0, fast0 = plan[0] if plan else (None, None)
@@ -73,13 +81,19 @@ def mapped_lines(
     read = filtered = matched = outside = 0
     try:
         for item in stream:
-            if type(item) is not Record:
+            record: Record | RawRecord
+            if type(item) is tuple:
+                record = item
+                event = item[0]
+            elif type(item) is Record:
+                record = item
+                event = item.event
+            else:
                 assert isinstance(item, Reject)
                 rejected[item.reason] += 1
                 on_reject(item)
                 continue
             read += 1
-            event = item.event
             # (mapping index, payload), or (-1, reject) from the general path
             results: list[tuple[int, Any]] | None = None
             if single and fast0 is not None:
@@ -105,7 +119,7 @@ def mapped_lines(
                             payload["transaction_id"],
                             0,
                             payload,
-                            item,
+                            record,
                         )
                         continue
                     results = [(0, payload)]
@@ -124,7 +138,7 @@ def mapped_lines(
                         (-1, result)
                         if isinstance(result, Reject)
                         else (position[result.mapping], result.payload)
-                        for result in apply(item)
+                        for result in apply(as_record(record))
                     ]
             if not results:
                 filtered += 1
@@ -148,19 +162,27 @@ def mapped_lines(
                         Reject(
                             reason=problem[0],
                             detail=problem[1],
-                            source=item.coords,
+                            source=as_record(record).coords,
                             mapping=mappings.mappings[i].name,
                             event=event,
                             payload=payload,
                         )
                     )
                     continue
-                yield dumps(payload, option=newline), payload["transaction_id"], i, payload, item
+                yield dumps(payload, option=newline), payload["transaction_id"], i, payload, record
     finally:
         counts.read += read
         counts.filtered += filtered
         counts.matched += matched
         counts.outside_window += outside
+
+
+def _predicate(trigger: Any) -> Callable[[JsonObject], bool] | None:
+    """The trigger's compiled function (``Trigger.predicate``), without the method call."""
+    if trigger is None:
+        return None
+    predicate: Callable[[JsonObject], bool] = getattr(trigger, "predicate", trigger.matches)
+    return predicate
 
 
 class LineWriter:
@@ -186,7 +208,7 @@ class LineWriter:
 
 
 def dedup_and_write(
-    lines: Iterable[tuple[bytes, str, int, JsonObject, Record]],
+    lines: Iterable[tuple[bytes, str, int, JsonObject, Record | RawRecord]],
     mappings: MappingSet,
     *,
     counts: Counts,
@@ -213,7 +235,9 @@ def dedup_and_write(
                 duplicates += 1
             else:
                 counts.rejected[Reason.CONFLICT] += 1
-                mapped = Mapped(mapping=mappings.mappings[i].name, payload=payload, record=record)
+                mapped = Mapped(
+                    mapping=mappings.mappings[i].name, payload=payload, record=as_record(record)
+                )
                 on_reject(conflict_reject(mapped, verdict.first_payload))
     finally:
         counts.emitted += emitted
@@ -262,7 +286,7 @@ def _worker_init(setup: _WorkerSetup, messages: Any) -> None:
 def _worker_task(number: int, obj: Any) -> None:
     """Map one input object, appending pickled chunks to its spill file; announce each chunk
     (and the compressed bytes read) on the message queue, and the end with the counts."""
-    from segmetro.sources import read_object
+    from segmetro.sources import read_items
 
     messages = _worker_state["messages"]
     try:
@@ -290,10 +314,11 @@ def _worker_task(number: int, obj: Any) -> None:
                 messages.put((number, spill.tell(), consumed[0], None))
                 consumed[0] = 0
 
-            stream = read_object(obj, on_bytes=on_bytes)
-            for line, tid, i, _payload, record in mapped_lines(
+            stream = read_items(obj, on_bytes=on_bytes)
+            for line, tid, i, _payload, item in mapped_lines(
                 stream, mappings, window=window, counts=counts, on_reject=on_reject
             ):
+                record = as_record(item)
                 chunk.append((line, tid, i, record.line, dumps(record.event)))
                 if len(chunk) >= CHUNK_RECORDS:
                     hand_over()

@@ -7,8 +7,12 @@ holds its coordinates (``path:line`` or ``s3://bucket/key:line``; line 0 = the o
 
 Reading details:
 
-* gzip is detected by its magic bytes, member after member; a corrupt or truncated stream keeps
-  every line before the break and adds one ``corrupt_gzip`` reject at the line where it broke.
+* gzip is detected by its magic bytes, member after member, and each member is verified (CRC32
+  and length) before any of its lines is used. A member that fails its check yields no records:
+  every line touching its data is a ``corrupt_gzip`` reject (with the line's object as
+  ``event`` when it parses), and reading stops where the stream can no longer be followed. A
+  *truncated* stream (cut off, e.g. an upload in progress) keeps every line before the cut and
+  adds one ``corrupt_gzip`` reject at the line where it stops.
 * Lines are split on ``\\n`` (``\\r\\n`` works); blank lines are skipped; a UTF-8 BOM is
   ignored; lines are the physical lines of the decompressed object, counted from 1.
 * A stream whose first non-blank byte is ``[`` is read as one JSON array (streamed, element by
@@ -25,10 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import cast
 
 from segmetro.errors import SourceError
 from segmetro.models import Record, Reject
 from segmetro.sources._local import STDIN_NAME, expand_local, read_local, stdin_object
+from segmetro.sources._reader import Item, RawRecord
 from segmetro.sources._types import InputKind, InputObject, InputSet
 
 __all__ = [
@@ -37,8 +43,12 @@ __all__ = [
     "InputKind",
     "InputObject",
     "InputSet",
+    "Item",
+    "RawRecord",
+    "iter_items",
     "iter_records",
     "open_inputs",
+    "read_items",
     "read_object",
 ]
 
@@ -101,13 +111,44 @@ def read_object(
     ``on_bytes(n)`` is called as stored (compressed) bytes are consumed; over a whole read the
     calls add up to the object's size.
     """
+    items = _read(obj, start_line, on_bytes, max_line_bytes, lazy=False)
+    return cast(Iterator[Record | Reject], items)
+
+
+def read_items(
+    obj: InputObject,
+    *,
+    start_line: int = 0,
+    on_bytes: Callable[[int], None] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Item]:
+    """As `read_object`, for a hot loop: the record of a plain JSONL line comes as a
+    ``RawRecord`` tuple ``(event, name, line)`` (``Record(*raw)`` is the record), which costs a
+    fraction of a ``Record``; every other item is the same."""
+    return _read(obj, start_line, on_bytes, max_line_bytes, lazy=True)
+
+
+def _read(
+    obj: InputObject,
+    start_line: int,
+    on_bytes: Callable[[int], None] | None,
+    max_line_bytes: int,
+    *,
+    lazy: bool,
+) -> Iterator[Item]:
     if obj.kind == "s3":
         from segmetro.sources import _s3
 
         return _s3.read_s3(
-            obj, start_line=start_line, on_bytes=on_bytes, max_line_bytes=max_line_bytes
+            obj,
+            start_line=start_line,
+            on_bytes=on_bytes,
+            max_line_bytes=max_line_bytes,
+            lazy=lazy,
         )
-    return read_local(obj, start_line=start_line, on_bytes=on_bytes, max_line_bytes=max_line_bytes)
+    return read_local(
+        obj, start_line=start_line, on_bytes=on_bytes, max_line_bytes=max_line_bytes, lazy=lazy
+    )
 
 
 def iter_records(
@@ -123,3 +164,14 @@ def iter_records(
         yield from read_object(
             obj, start_line=start, on_bytes=on_bytes, max_line_bytes=max_line_bytes
         )
+
+
+def iter_items(
+    inputs: InputSet,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Item]:
+    """As `iter_records` (from the start of every object), with `read_items`'s lazy records."""
+    for obj in inputs.objects:
+        yield from read_items(obj, on_bytes=on_bytes, max_line_bytes=max_line_bytes)

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 from segmetro.errors import SourceError
-from segmetro.models import Reason, Record, Reject
-from segmetro.sources._reader import StreamBreak, allows_array, decompress, parse_stream
+from segmetro.models import Reason, Reject
+from segmetro.sources._reader import Item, StreamBreak, allows_array, decompress, parse_stream
 from segmetro.sources._types import InputObject
 
 #: bytes read from a file per call
@@ -128,14 +128,18 @@ def read_local(
     start_line: int,
     on_bytes: Callable[[int], None] | None,
     max_line_bytes: int,
-) -> Iterator[Record | Reject]:
-    """Stream a local file (or stdin). An object that cannot be opened is one reject at line 0."""
+    lazy: bool = False,
+) -> Iterator[Item]:
+    """Stream a local file (or stdin). An object that cannot be opened is one reject at line 0.
+
+    ``lazy``: see ``parse_stream``."""
     if obj.kind == "stdin" and obj._path is None:
         yield from parse_stream(
             obj.name,
             decompress(_read_all(sys.stdin.buffer.read, on_bytes)),
             start_line=start_line,
             max_line_bytes=max_line_bytes,
+            lazy=lazy,
         )
         return
     assert obj._path is not None
@@ -156,6 +160,7 @@ def read_local(
             start_line=start_line,
             max_line_bytes=max_line_bytes,
             allow_array=allows_array(obj.name),
+            lazy=lazy,
         )
     finally:
         f.close()

@@ -12,9 +12,10 @@ Two layers, both generators over byte chunks:
   whose first non-blank byte is ``[`` (and whose name does not say JSONL) is read as one JSON
   array, element by element, without loading it whole.
 
-The hot path per line is: ``orjson.loads``, a type check, a dict-key check and ``Record(...)``.
-Everything unusual (blank lines, a BOM, bad UTF-8, bad JSON) is sorted out only after
-``orjson.loads`` has failed.
+The hot path per line is: ``orjson.loads``, a type check, a dict-key check and a tuple
+``(event, name, line)`` (``lazy=True``, for ``map``'s loop, which builds a ``Record`` only for an
+event it rejects) or a ``Record``. Everything unusual (blank lines, a BOM, bad UTF-8, bad JSON)
+is sorted out only after ``orjson.loads`` has failed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
+
+#: ``Record(*raw)`` for a plain JSONL line read with ``lazy=True``: ``(event, name, line)``
+RawRecord = tuple[dict[str, Any], str, int]
+#: what a lazy read yields
+Item = Record | Reject | RawRecord
 
 
 class StreamBreak(Exception):
@@ -554,8 +560,11 @@ def parse_stream(
     start_line: int = 0,
     max_line_bytes: int,
     allow_array: bool = True,
-) -> Iterator[Record | Reject]:
+    lazy: bool = False,
+) -> Iterator[Item]:
     """Parse decompressed chunks into records; never raises for bad content.
+
+    With ``lazy``, a plain JSONL line's record is yielded as a ``RawRecord`` tuple.
 
     ``StreamBreak`` from ``chunks`` becomes one reject at the line being read when it happened.
     ``RetryableReadError`` is re-raised with ``line`` set to that line. Every line touching the
@@ -591,7 +600,7 @@ def parse_stream(
         if text.lstrip().startswith(b"["):
             yield from _parse_array(name, chain(head, it), start_line, max_line_bytes)
             return
-    yield from _parse_lines(name, chain(head, it), 0, start_line, max_line_bytes)
+    yield from _parse_lines(name, chain(head, it), 0, start_line, max_line_bytes, lazy)
 
 
 def _raise(exc: BaseException) -> Iterator[Chunk]:
@@ -605,7 +614,8 @@ def _parse_lines(
     lineno: int,
     start_line: int,
     max_len: int,
-) -> Iterator[Record | Reject]:
+    lazy: bool = False,
+) -> Iterator[Item]:
     """JSONL: ``lineno`` is the number of lines before the first byte of ``chunks``."""
     loads = _loads
     decode_error = _JSONDecodeError
@@ -720,7 +730,7 @@ def _parse_lines(
                         if marker in value:
                             yield _unwrap(name, lineno, value)
                         else:
-                            yield Record(value, name, lineno)
+                            yield (value, name, lineno) if lazy else Record(value, name, lineno)
                     else:
                         yield _classify(name, lineno, value)
             if tail:
@@ -812,7 +822,7 @@ class _Element:
 
 def _parse_array(
     name: str, chunks: Iterator[Chunk], start_line: int, max_len: int
-) -> Iterator[Record | Reject]:
+) -> Iterator[Item]:
     """Stream one top-level JSON array; each element is reported at the line it starts on.
 
     Only the structure is scanned here (strings, escapes, nesting); each element is then parsed
@@ -932,7 +942,7 @@ def _array_damage(
     elem: _Element | None,
     start_line: int,
     max_len: int,
-) -> Iterator[Record | Reject]:
+) -> Iterator[Item]:
     """A JSON array meets a failed gzip member: reject what touches it, then stop the object."""
     started = elem is not None and (elem.too_long or b"".join(elem.parts).strip())
     if started and elem is not None and elem.line > start_line:

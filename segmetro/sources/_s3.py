@@ -30,7 +30,13 @@ from botocore.exceptions import (
 
 from segmetro.errors import SourceError
 from segmetro.models import Reason, Record, Reject
-from segmetro.sources._reader import RetryableReadError, allows_array, decompress, parse_stream
+from segmetro.sources._reader import (
+    Item,
+    RetryableReadError,
+    allows_array,
+    decompress,
+    parse_stream,
+)
 from segmetro.sources._types import InputObject
 
 #: bytes asked of the response body per read
@@ -208,9 +214,12 @@ def _get_failure(obj: InputObject, exc: ClientError, line: int) -> Reject:
     return Reject(reason=Reason.UNREADABLE, detail=detail, source=f"{obj.name}:{line}")
 
 
-def _line_of(item: Record | Reject) -> int:
+def _line_of(item: Item) -> int:
+    if type(item) is tuple:
+        return item[2]
     if type(item) is Record:
         return item.line
+    assert isinstance(item, Reject)
     return int(item.source.rsplit(":", 1)[1])
 
 
@@ -220,8 +229,10 @@ def read_s3(
     start_line: int,
     on_bytes: Callable[[int], None] | None,
     max_line_bytes: int,
-) -> Iterator[Record | Reject]:
-    """Stream one object; a read that fails mid-stream is re-read and resumed where it stopped.
+    lazy: bool = False,
+) -> Iterator[Item]:
+    """Stream one object; a read that fails mid-stream is re-read and resumed where it stopped
+    (``lazy``: see ``parse_stream``).
 
     The re-GET uses ``IfMatch`` so the bytes are the same; decompression restarts from the
     beginning and every record or reject already yielded is skipped. ``on_bytes`` reports each
@@ -271,6 +282,7 @@ def read_s3(
                 start_line=resume_from,
                 max_line_bytes=max_line_bytes,
                 allow_array=allows_array(obj.name),
+                lazy=lazy,
             ):
                 if skip:
                     skip -= 1
