@@ -36,6 +36,7 @@ import orjson
 from segmetro.models import Mapped, Reason, Reject
 
 __all__ = [
+    "NEW",
     "DedupResult",
     "RunDeduper",
     "canonical_bytes",
@@ -76,7 +77,8 @@ class DedupResult:
     first_payload: dict[str, Any] | None = None
 
 
-_NEW = DedupResult("new")
+#: the verdict for a first-seen id: the only ``new`` verdict, so ``verdict is NEW`` tells it
+NEW = _NEW = DedupResult("new")
 _DUPLICATE = DedupResult("duplicate")
 
 

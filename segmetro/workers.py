@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import orjson
 
-from segmetro.dedup import RunDeduper, conflict_reject
+from segmetro.dedup import NEW, RunDeduper, conflict_reject
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, JsonObject, Mapped, Reason, Record, Reject
 from segmetro.sources import Item, RawRecord
@@ -225,13 +225,12 @@ def dedup_and_write(
     try:
         for line, tid, i, payload, record in lines:
             verdict = check(tid, line)
-            status = verdict.status
-            if status == "new":
+            if verdict is NEW:
                 emitted += 1
                 pending.append(line)
                 if len(pending) >= WRITE_BATCH:
                     write()
-            elif status == "duplicate":
+            elif verdict.status == "duplicate":
                 duplicates += 1
             else:
                 counts.rejected[Reason.CONFLICT] += 1
@@ -459,11 +458,10 @@ def _consume(
             continue
         line, tid, i, lineno, event_bytes = entry
         verdict = check(tid, line)
-        status = verdict.status
-        if status == "new":
+        if verdict is NEW:
             counts.emitted += 1
             add(line)
-        elif status == "duplicate":
+        elif verdict.status == "duplicate":
             counts.duplicates += 1
         else:
             counts.rejected[Reason.CONFLICT] += 1

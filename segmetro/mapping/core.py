@@ -342,11 +342,11 @@ def _compile_fast(mapping: Mapping, plan: tuple[tuple[FieldSpec, Expr, int], ...
         if kind == _TID:
             body.append(f"if type({v}) is not str or not {v} or len({v}) > _MAX_TID:")
         elif kind == _TS:
-            # timestamps.is_normal_form, inline; fromisoformat raises ValueError otherwise
+            # timestamps.is_normal_form, inline (the separators at 4, 7, 10, 13, 16 and 19 in
+            # one slice); fromisoformat raises ValueError otherwise
             body.append(
-                f"if (type({v}) is not str or len({v}) != 24 or {v}[23] != 'Z' or {v}[10] != 'T'"
-                f" or {v}[19] != '.' or {v}[4] != '-' or {v}[7] != '-' or {v}[13] != ':'"
-                f" or {v}[16] != ':' or not {v}.isascii()):"
+                f"if (type({v}) is not str or len({v}) != 24 or {v}[23] != 'Z'"
+                f" or {v}[4:20:3] != '--T::.' or not {v}.isascii()):"
             )
         elif kind == _PROPS:
             body.append(f"if type({v}) is not dict:")
