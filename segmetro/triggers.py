@@ -765,7 +765,15 @@ class _Parser:
                 self.lint_skipped(rest, connective)
 
     def lint_connectives(self, nodes: list[_Node], connectives: list[_Tok], last: str) -> None:
-        if len(nodes) < 2 or len({c.value for c in connectives}) < 2:
+        mixed = len(nodes) >= 2 and len({c.value for c in connectives}) >= 2
+        if not mixed and nodes and connectives and connectives[-1].start >= nodes[-1].end:
+            dangling = connectives[-1]
+            self.note(
+                dangling.start,
+                f"trailing {dangling.value!r} has no condition after it: Segment does not "
+                f"ignore it but joins the whole group with {dangling.value!r}",
+            )
+        if not mixed:
             return
         winner = connectives[-1]
         joined = f" {last.upper()} ".join(self.snippet(n.start, n.end) for n in nodes)

@@ -322,6 +322,16 @@ def test_lint_raises_like_parse_for_an_unparsable_trigger() -> None:
 
 LINTS: list[tuple[str, list[tuple[int, str]]]] = [
     (
+        'type = "track" and',
+        [
+            (
+                15,
+                "trailing 'and' has no condition after it: Segment does not ignore it but joins "
+                "the whole group with 'and'",
+            )
+        ],
+    ),
+    (
         'type = "track" and event = "x" or event = "y"',
         [
             (
