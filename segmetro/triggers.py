@@ -25,10 +25,10 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Final
 
 from segmetro.errors import TriggerError
+from segmetro.jsvalue import js_number_string
 
 __all__ = ["Trigger", "TriggerWarning", "lint_trigger", "parse_trigger"]
 
@@ -136,31 +136,6 @@ def _int_to_float(value: int) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def _js_number_to_string(value: float) -> str:
-    """JavaScript ``String(number)``: Segment stringifies numbers before comparing to strings."""
-    if value != value:
-        return "NaN"
-    if value == 0:
-        return "0"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    sign = "-" if value < 0 else ""
-    parts = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(str(d) for d in parts.digits)
-    k = len(digits)
-    n = int(parts.exponent) + k
-    if k <= n <= 21:
-        text = digits + "0" * (n - k)
-    elif 0 < n <= 21:
-        text = digits[:n] + "." + digits[n:]
-    elif -6 < n <= 0:
-        text = "0." + "0" * -n + digits
-    else:
-        exponent = f"e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
-        text = digits + exponent if k == 1 else digits[0] + "." + digits[1:] + exponent
-    return sign + text
-
-
 def _js_string(value: Any) -> str:
     """JavaScript ``String(value)`` for trigger operands (strings, numbers, booleans)."""
     if isinstance(value, str):
@@ -172,7 +147,7 @@ def _js_string(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, int | float):
-        return _js_number_to_string(float(value))
+        return js_number_string(float(value))
     return str(value)
 
 

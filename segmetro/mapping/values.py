@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from segmetro.jsvalue import js_number_string
 from segmetro.mapping import fastpaths as _fast_paths
 from segmetro.models import JsonObject
 
@@ -80,30 +81,7 @@ def js_number(value: int | float) -> str:
     """
     if isinstance(value, int):
         return str(value)
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    sign = "-" if value < 0 else ""
-    dec = Decimal(repr(abs(value))).normalize()
-    _, digit_tuple, exponent = dec.as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple))
-    k = len(digits)
-    n = exponent + k  # value = 0.digits * 10**n
-    if k <= n <= 21:
-        body = digits + "0" * (n - k)
-    elif 0 < n <= 21:
-        body = digits[:n] + "." + digits[n:]
-    elif -6 < n <= 0:
-        body = "0." + "0" * (-n) + digits
-    else:
-        e = n - 1
-        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
-        body = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
-    return sign + body
+    return js_number_string(value)
 
 
 def js_string(value: Any) -> str:
