@@ -5,10 +5,11 @@ Imports of the library happen inside the commands so that ``segmetro --help`` st
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -198,15 +199,17 @@ def map_command(
     Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
     """
     from segmetro import output
-    from segmetro.pipeline import run_map
+    from segmetro.pipeline import check_rejects_path, run_map
     from segmetro.workers import default_workers
 
     mappings, window, inputs_set = _job(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
     )
+    check_rejects_path(rejects, inputs_set, overwrite=False)
     with (
         _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
+        _write_errors(out),
     ):
         report = run_map(
             mappings,
@@ -254,6 +257,18 @@ def _job(
     )
     output.skipped_inputs(inputs_set)
     return mappings, window, inputs_set
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path | None) -> Iterator[None]:
+    """A failed write to the output (disk full, closed pipe) is one clear line, exit 2."""
+    from segmetro.errors import ConfigError
+
+    try:
+        yield
+    except OSError as exc:
+        where = out if out is not None else "stdout"
+        raise ConfigError(f"cannot write {where}: {exc.strerror}.") from None
 
 
 def _open_output(out: Path | None) -> Any:
@@ -363,7 +378,7 @@ def replay(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, SegmetroError
-    from segmetro.pipeline import run_replay, run_signature
+    from segmetro.pipeline import check_rejects_path, run_replay, run_signature
     from segmetro.state import StateDB, new_run_id
 
     if quiet and verbose:
@@ -381,6 +396,7 @@ def replay(
     )
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
+    check_rejects_path(rejects, inputs_set, overwrite=dry_run)
     if dry_run:
         _dry_run(
             mappings,
@@ -389,6 +405,7 @@ def replay(
             state_path,
             signature=signature,
             rejects=rejects,
+            resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
         )
@@ -470,7 +487,8 @@ def replay(
         output.rejects(
             report.rejects,
             total=report.counts.rejected_total,
-            path=str(rejects) if rejects is not None else None,
+            path=str(report.rejects_path) if report.rejects_path is not None else None,
+            appended=True,
         )
     raise typer.Exit(report.exit_code)
 
@@ -483,6 +501,7 @@ def _dry_run(
     *,
     signature: str,
     rejects: Path | None,
+    resend_changed: bool,
     json_out: bool,
     quiet: bool,
 ) -> None:
@@ -493,7 +512,12 @@ def _dry_run(
 
     db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
     try:
-        resume = plan_resume(inputs_set, db, signature, window) if db is not None else None
+        # --resend-changed makes a replay read every input from the start; so does its plan.
+        resume = (
+            plan_resume(inputs_set, db, signature, window)
+            if db is not None and not resend_changed
+            else None
+        )
         with (
             RejectSink(rejects) as sink,
             output.Progress(

@@ -66,7 +66,9 @@ def skipped_inputs(inputs: Any) -> None:
         )
 
 
-def rejects(shown: Iterable[Reject], *, total: int, path: str | None) -> None:
+def rejects(
+    shown: Iterable[Reject], *, total: int, path: str | None, appended: bool = False
+) -> None:
     """Show the first rejects with their coordinates, and where the rest are."""
     out = console()
     listed = 0
@@ -74,7 +76,9 @@ def rejects(shown: Iterable[Reject], *, total: int, path: str | None) -> None:
         where = f" [{reject.mapping}]" if reject.mapping else ""
         out.print(escape(f"  {reject.source}{where} {reject.reason}: {reject.detail}"))
         listed += 1
-    if path is not None:
+    if path is not None and appended:
+        out.print(escape(f"{total} rejects of this run appended to {path}"))
+    elif path is not None:
         out.print(escape(f"all {total} rejects written to {path}"))
     elif total > listed:
         out.print(escape(f"  ... and {total - listed} more (use --rejects FILE to keep them all)"))
@@ -178,7 +182,7 @@ def delivery_extra(report: Any) -> list[tuple[str, Any]]:
     return [
         ("sent", stats.sent),
         ("dead-lettered", stats.failed),
-        ("unsent", report.unsent),
+        ("unsent", report.unsent + report.not_handed),
         ("batches", stats.batches),
         ("retries", stats.retries),
         ("429s", stats.rate_limited),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import orjson
 
 from segmetro.dedup import RunDeduper, conflict_reject, payload_digest
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
-from segmetro.errors import ConfigError, DeliveryError
+from segmetro.errors import ConfigError, SegmetroError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
 from segmetro.sources import InputObject, InputSet, iter_items, iter_records, read_object
@@ -37,40 +39,84 @@ SHOWN_REJECTS = 20
 
 
 class RejectSink:
-    """Counts every reject, keeps the first few for display, and writes all of them to a file."""
+    """Counts every reject, keeps the first few for display, and writes all of them to a file.
 
-    def __init__(self, path: Path | None, *, append: bool = False) -> None:
+    A write that fails (disk full, a bad path) is a `ConfigError`: the run stops rather than
+    lose a reject, and nothing is checkpointed past what was written.
+    """
+
+    def __init__(
+        self, path: Path | None, *, append: bool = False, run_id: str | None = None
+    ) -> None:
         self.path = path
+        self.append = append
+        self.run_id = run_id
         self.shown: list[Reject] = []
         self.written = 0
+        self.failed = False
         self._fh: IO[bytes] | None = None
         if path is not None:
             try:
                 self._fh = path.open("ab" if append else "wb")
             except OSError as exc:
-                raise ConfigError(f"cannot write rejects file {path}: {exc.strerror}.") from None
+                raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> ConfigError:
+        self.failed = True
+        return ConfigError(f"cannot write rejects file {self.path}: {exc.strerror}.")
 
     def add(self, reject: Reject) -> None:
         if len(self.shown) < SHOWN_REJECTS:
             self.shown.append(reject)
         if self._fh is not None:
-            self._fh.write(orjson.dumps(reject.to_json(), option=orjson.OPT_APPEND_NEWLINE))
+            entry = reject.to_json()
+            if self.run_id is not None:
+                entry["run_id"] = self.run_id
+            try:
+                self._fh.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+            except OSError as exc:
+                raise self._error(exc) from None
             self.written += 1
 
     def flush(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                raise self._error(exc) from None
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as exc:
+                if not self.failed:  # the first failure was already reported
+                    raise self._error(exc) from None
 
     def __enter__(self) -> RejectSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: bool) -> None:
+    """Refuse a rejects file that is one of the inputs, or (for `overwrite`) holds rejects."""
+    if rejects is None or not rejects.exists():
+        return
+    for obj in inputs.objects:
+        path = obj._path
+        if obj.kind == "file" and path is not None and os.path.samefile(path, rejects):
+            raise ConfigError(
+                f"--rejects {rejects} is also an input: write the rejects of this run to "
+                "another file."
+            )
+    if overwrite and rejects.stat().st_size > 0:
+        raise ConfigError(
+            f"--rejects {rejects} already holds rejects (the record of events that were not "
+            "billed); this command would overwrite it: choose another file."
+        )
 
 
 def select(
@@ -262,15 +308,15 @@ class ReplayReport:
 
     @property
     def unsent(self) -> int:
-        """Selected events that are neither delivered nor dead-lettered; a re-run sends them."""
+        """Events handed to the sender but neither delivered nor dead-lettered."""
         d = self.delivery
-        return self.counts.emitted - d.sent - d.failed + self.not_handed
+        return self.counts.emitted - d.sent - d.failed
 
     @property
     def exit_code(self) -> int:
         if self.fatal is not None:
             return self.fatal_code
-        return 1 if self.counts.rejected_total or self.unsent else 0
+        return 1 if self.counts.rejected_total or self.unsent or self.not_handed else 0
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -279,6 +325,7 @@ class ReplayReport:
             sent=d.sent,
             dead_lettered=d.failed,
             unsent=self.unsent,
+            not_handed=self.not_handed,
             retries=d.retries,
             rate_limited=d.rate_limited,
             batches=d.batches,
@@ -457,14 +504,18 @@ class _Delivery:
         """Write acknowledged events and the checkpoints they allow, in one transaction."""
         if self.state is None:
             return
-        self.sink.flush()
+        try:
+            self.sink.flush()
+        except ConfigError:
+            # Metronome has these events: the ledger must say so; no checkpoint moves.
+            self.state.flush(delivered=entries)
+            raise
         tracker = self.tracker
         lines = tracker.advanced()
         done = {s for s in self._finished if tracker.is_done(s)}
         for source in done:
             safe = tracker.safe_line(source)
-            if safe is not None:
-                lines[source] = safe
+            lines[source] = safe if safe is not None else 0
         checkpoints = [
             Checkpoint(
                 source=source,
@@ -596,7 +647,12 @@ async def run_replay(
         for obj in todo
         if obj.kind != "stdin"
     }
-    with RejectSink(rejects_path, append=state is not None) as sink, RunDeduper() as deduper:
+    main_task = asyncio.current_task()
+    with (
+        RejectSink(rejects_path, append=state is not None, run_id=run_id) as sink,
+        RunDeduper() as deduper,
+        _stop_on_sigterm(main_task),
+    ):
         outcome = _Delivery(counts, sink, state=state, run_id=run_id, identities=identities)
 
         def classified(pending: deque[Mapped]) -> Iterator[Outbound]:
@@ -616,8 +672,9 @@ async def run_replay(
         pending: deque[Mapped] = deque()
 
         def outbound() -> Iterator[Outbound]:
+            stream = read_resumed(todo, resume, on_bytes=on_bytes, on_finish=outcome.finish)
             for item in select(
-                read_resumed(todo, resume, on_bytes=on_bytes, on_finish=outcome.finish),
+                _until_cancelled(stream, main_task),
                 mappings,
                 window=window,
                 counts=counts,
@@ -643,7 +700,7 @@ async def run_replay(
             ticker = asyncio.create_task(_tick(on_tick, counts, stats, tick_seconds))
         try:
             await deliver(outbound(), config=sender, client=client, hooks=outcome, stats=stats)
-        except DeliveryError as exc:
+        except SegmetroError as exc:
             report.fatal = str(exc)
             report.fatal_code = exc.exit_code
         except asyncio.CancelledError:
@@ -654,11 +711,52 @@ async def run_replay(
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
-            sink.flush()
-            outcome.save(())
+            try:
+                sink.flush()
+                outcome.save(())
+            except SegmetroError as exc:
+                if report.fatal is None:
+                    report.fatal, report.fatal_code = str(exc), exc.exit_code
             report.not_handed = len(pending)
+            if sink.failed:
+                report.rejects_path = None
         report.rejects = sink.shown
         return report
+
+
+def _until_cancelled(
+    stream: Iterator[Record | Reject], task: asyncio.Task[Any] | None, every: int = 512
+) -> Iterator[Record | Reject]:
+    """Stop reading once the run is being cancelled (Ctrl-C, SIGTERM).
+
+    Reading and mapping run synchronously inside the sender's pull, so a long stretch of input
+    that sends nothing would otherwise hold off the cancellation until the input ends.
+    """
+    if task is None:
+        yield from stream
+        return
+    for n, item in enumerate(stream):
+        if n % every == 0 and task.cancelling():
+            return
+        yield item
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(task: asyncio.Task[Any] | None) -> Iterator[None]:
+    """SIGTERM (a pod or service stop) ends the run like Ctrl-C: state saved, lock released."""
+    loop = asyncio.get_running_loop()
+    installed = False
+    if task is not None:
+        try:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _tick(

@@ -409,7 +409,8 @@ class StateDB:
                     raise LockedError(
                         f"state file {self.path} is locked by {holder.describe()}; another "
                         "segmetro run is using it. Wait for it to finish (a lock left by a "
-                        "crashed run on the same host is taken over automatically)."
+                        "crashed run on the same host is taken over automatically; one left on "
+                        f"another host is removed with `segmetro unlock --state {self.path}`)."
                     )
                 stale = holder
             conn.execute(

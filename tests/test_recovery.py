@@ -234,3 +234,172 @@ def test_unlock_removes_a_lock_from_another_host_only(runner: CliRunner, tmp_pat
     assert "on host cron-pod-7f9c" in removed.stderr
     with StateDB.open(state, readonly=True) as db:
         assert db.lock_holder() is None
+
+
+def test_rejects_file_that_is_an_input_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    """Appending to a file being read would never end: exit 2 before anything is read."""
+    rejects = tmp_path / "rejects.jsonl"
+    runner.invoke(
+        app,
+        [
+            "map",
+            "-m",
+            MAPPING,
+            "--now",
+            SAMPLES_NOW,
+            "--rejects",
+            str(rejects),
+            str(SAMPLES / "events"),
+        ],
+    )
+    assert rejects.stat().st_size > 0
+    for argv in (
+        ["map", "-m", MAPPING],
+        ["replay", "--dry-run", "-m", MAPPING, "--state", str(tmp_path / "s.db")],
+        ["replay", "-m", MAPPING, "--state", str(tmp_path / "s.db")],
+    ):
+        result = runner.invoke(
+            app, [*argv, "--rejects", str(rejects), str(rejects)],
+            env={"METRONOME_BEARER_TOKEN": TOKEN},
+        )  # fmt: skip
+        assert result.exit_code == 2, (argv, result.output)
+        assert f"--rejects {rejects} is also an input" in result.stderr
+
+
+def test_dry_run_never_overwrites_a_rejects_file(runner: CliRunner, tmp_path: Path) -> None:
+    """The rejects file of a real run is the record of unbilled events; a plan must not wipe it."""
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_bytes(b'{"segmetro_reject": 1, "reason": "bad_request"}\n')
+    result = runner.invoke(
+        app,
+        [
+            "replay", "--dry-run", "-m", MAPPING, "--now", SAMPLES_NOW, "--state",
+            str(tmp_path / "s.db"), "--rejects", str(rejects), str(SAMPLES / "events"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "already holds rejects" in result.stderr
+    assert rejects.read_bytes() == b'{"segmetro_reject": 1, "reason": "bad_request"}\n'
+
+
+def test_a_full_disk_for_rejects_stops_the_run_and_keeps_the_ledger_true(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """/dev/full: exit 2 with one line; every event Metronome acknowledged is in the ledger."""
+    items = list(messages(2000, start=SAMPLES_NOW_DT - timedelta(days=3), seed=4))
+    for m in items:
+        m["event"] = "API Call"
+    items[3]["timestamp"] = "not a time"
+    src = write_jsonl(tmp_path / "e.jsonl", items)
+    state = tmp_path / "state.db"
+    server = fake_metronome()
+    result = replay(runner, server.url, state, "--rejects", "/dev/full", str(src))
+    assert result.exit_code == 2, result.output
+    assert "error: cannot write rejects file /dev/full: No space left on device." in result.stderr
+    assert "Traceback" not in result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["emitted"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]
+    with StateDB.open(state, readonly=True) as db:
+        ledger = db.ledger_size()
+        (run,) = db.runs()
+    assert run.exit_code == 2
+    assert ledger == summary["sent"]
+    assert summary["sent"] <= server.snapshot(include_events=False).events_accepted
+    # Nothing was checkpointed past the lost reject: the next run (with a real file) finishes.
+    rejects = tmp_path / "rejects.jsonl"
+    again = replay(runner, server.url, state, "--rejects", str(rejects), str(src))
+    assert again.exit_code == 1, again.output
+    assert {e["transaction_id"] for e in server.snapshot().events} == {
+        m["messageId"] for i, m in enumerate(items) if i != 3
+    }
+    assert [orjson.loads(x)["reason"] for x in rejects.read_bytes().splitlines()] == [
+        "invalid_timestamp"
+    ]
+
+
+def test_ctrl_c_during_a_long_read_that_sends_nothing(
+    fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """Input the trigger filters out: SIGINT stops the read promptly, not at the end of input."""
+    total = 5_000_000  # about 8 s to read here; the signal comes after 2 s
+    line = b'{"type":"page","name":"Home","messageId":"p-%d","timestamp":"2026-11-24T10:00:00Z"}\n'
+    src = tmp_path / "filtered.jsonl"
+    with src.open("wb") as fh:
+        for start in range(0, total, 100_000):
+            fh.write(b"".join(line % i for i in range(start, start + 100_000)))
+    state = tmp_path / "state.db"
+    server = fake_metronome()
+    env = dict(os.environ, METRONOME_BEARER_TOKEN=TOKEN)
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "segmetro", "replay", "-m", MAPPING, "--now", SAMPLES_NOW,
+            "--api-url", server.url, "--state", str(state), "--json", str(src),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+    )  # fmt: skip
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    summary = orjson.loads(out)
+    assert 0 < summary["read"] < total
+    assert summary["read"] == summary["matched"] + summary["filtered"]
+    with StateDB.open(state, readonly=True) as db:
+        (run,) = db.runs()
+        assert run.exit_code == 130
+        assert run.counts is not None
+        assert run.counts["read"] == summary["read"]
+
+
+def test_dry_run_with_resend_changed_reads_everything(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """--resend-changed makes a replay re-read finished inputs; its plan does too."""
+    src = export(tmp_path, 50)
+    state = tmp_path / "state.db"
+    server = fake_metronome()
+    assert replay(runner, server.url, state, str(src)).exit_code == 0
+    plain = runner.invoke(
+        app,
+        [
+            "replay",
+            "--dry-run",
+            "--json",
+            "-m",
+            MAPPING,
+            "--now",
+            SAMPLES_NOW,
+            "--state",
+            str(state),
+            str(src),
+        ],
+    )
+    assert orjson.loads(plain.stdout)["inputs_skipped"] == 1
+    resend = runner.invoke(
+        app,
+        [
+            "replay", "--dry-run", "--json", "--resend-changed", "-m", MAPPING, "--now",
+            SAMPLES_NOW, "--state", str(state), str(src),
+        ],
+    )  # fmt: skip
+    plan = orjson.loads(resend.stdout)
+    assert (plan["inputs_skipped"], plan["plan"]["unchanged"]) == (0, 50)
+
+
+def test_an_input_without_any_event_is_checkpointed_once(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    """A file of bad lines is read once: the next run skips it instead of re-reporting it."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "bad.jsonl").write_bytes(b"not json\n[1]\n")
+    export(inputs, 10, name="good.jsonl")
+    state = tmp_path / "state.db"
+    rejects = tmp_path / "rejects.jsonl"
+    server = fake_metronome()
+    first = replay(runner, server.url, state, "--rejects", str(rejects), str(inputs))
+    assert first.exit_code == 1
+    second = replay(runner, server.url, state, "--rejects", str(rejects), str(inputs))
+    assert second.exit_code == 0, second.output
+    assert orjson.loads(second.stdout)["inputs_skipped"] == 2
+    assert len(rejects.read_bytes().splitlines()) == 2
