@@ -180,10 +180,11 @@ def test_unwritable_rejects_file_is_a_configuration_error(
     assert f"cannot write {bad}" in mapped.stderr
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
-    fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+    fake_metronome: Callable[..., FakeMetronome], tmp_path: Path, signum: int
 ) -> None:
-    """SIGINT mid-run: exit 130, a summary, the run recorded as interrupted, the lock free."""
+    """SIGINT or SIGTERM mid-run: exit 130, a summary, the run recorded, the lock free."""
     src = export(tmp_path, 3000)
     state = tmp_path / "state.db"
     server = fake_metronome(latency_ms=60)
@@ -200,7 +201,7 @@ def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
     while server.snapshot(include_events=False).events_accepted < 200:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     summary = orjson.loads(out)
