@@ -764,6 +764,17 @@ class _Parser:
         is_false = opv == "=" and valv == "false"
         is_exists = opv == "!=" and valv == "null"
         is_not_exists = opv == "=" and valv == "null"
+        special = (
+            "exists"
+            if is_exists
+            else "not_exists"
+            if is_not_exists
+            else "is_true"
+            if is_true
+            else "is_false"
+            if is_false
+            else None
+        )
         path = ""
         value: Any = _MISSING
         operator = opv
@@ -775,30 +786,14 @@ class _Parser:
             else:
                 value = _js_string(_token_value(val))
         elif head == "userId":
-            if is_exists or is_not_exists or is_true or is_false:
-                operator = (
-                    "exists"
-                    if is_exists
-                    else "not_exists"
-                    if is_not_exists
-                    else "is_true"
-                    if is_true
-                    else "is_false"
-                )
+            if special is not None:
+                operator = special
             else:
                 value = _js_string(_token_value(val))
         else:
             path = _strip_root(fld.value, head)
-            if is_exists or is_not_exists or is_true or is_false:
-                operator = (
-                    "exists"
-                    if is_exists
-                    else "not_exists"
-                    if is_not_exists
-                    else "is_true"
-                    if is_true
-                    else "is_false"
-                )
+            if special is not None:
+                operator = special
             elif opv in ("=", "!=") and val.kind == "number":
                 operator = "number_equals" if opv == "=" else "number_not_equals"
                 value = _token_value(val)
