@@ -115,6 +115,7 @@ class Pacer:
         self._cut_at = float("-inf")
         self._next: float | None = None  # when the next reservation may start
         self.paused_until = float("-inf")
+        self._paused_at = float("-inf")
         self._accepted: deque[tuple[float, int]] = deque()
         self._accepted_sum = 0
         self._first = clock()
@@ -148,11 +149,18 @@ class Pacer:
             if self.paused_until <= self._clock():
                 return
 
-    def pause(self, seconds: float) -> None:
-        """A server hint: nothing of this scope goes out for ``seconds``."""
-        until = self._clock() + seconds
-        if until > self.paused_until:
-            self.paused_until = until
+    def pause(self, seconds: float, sent_at: float) -> None:
+        """A server hint: nothing of this scope goes out for ``seconds``.
+
+        A hint on a request sent before the current pause began says nothing new: honouring it
+        would chain the pauses of every request that was in flight.
+        """
+        if sent_at < self._paused_at:
+            return
+        now = self._clock()
+        if now + seconds > self.paused_until:
+            self.paused_until = now + seconds
+            self._paused_at = now
             log.debug("%s: paused for %.3fs (server hint)", self.name, seconds)
 
     def accepted(self, n: int) -> None:

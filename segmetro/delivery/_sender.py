@@ -162,6 +162,7 @@ class _Kind(Enum):
     OK = "ok"
     SPLIT = "split"  # the events are to blame: bisect
     BY_CUSTOMER = "by_customer"  # a customer 429 on a mixed batch: re-send per customer
+    TO_LANE = "to_lane"  # a customer 429 outside that customer's lane: move the events there
     GIVE_UP = "give_up"  # stalled, unreachable, retries out, or refused
     AUTH = "auth"
     ABANDON = "abandon"  # the run stopped before this batch was first sent: not acknowledged
@@ -250,6 +251,8 @@ class _Sender:
         self.undelivered = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.lane_tasks: Counter[str] = Counter()
+        self.lanes: defaultdict[str, list[Outbound]] = defaultdict(list)
+        self.buffered = 0  # items waiting in lanes
         self.wake = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -264,6 +267,9 @@ class _Sender:
         source = _Source(items)
         try:
             await self._feed(source)
+            while (self.tasks or self.buffered) and not self.stopping:
+                self._dispatch_lanes(final=True)
+                await self._wait()
             while self.tasks:
                 await self._wait()
         finally:
@@ -281,8 +287,6 @@ class _Sender:
     async def _feed(self, source: _Source) -> None:
         size = self.config.batch_size
         general: list[Outbound] = []
-        lanes: defaultdict[str, list[Outbound]] = defaultdict(list)
-        buffered = 0
         while not self.stopping and not source.exhausted:
             while self._general_pending() >= self.max_pending and not self.stopping:
                 await self._wait()
@@ -298,48 +302,44 @@ class _Sender:
             for item in chunk:
                 customer = _customer(item) if self.hot else ""
                 if customer in self.hot:
-                    lanes[customer].append(item)
-                    buffered += 1
+                    self.stats.pulled += 1
+                    self._to_lane(customer, [item])
                 else:
                     general.append(item)
             if len(general) >= size:
                 self._dispatch(general, None)
                 general = []
-            buffered -= self._dispatch_lanes(lanes, size, final=False)
-            while buffered > self.max_pending * size and not self.stopping:
+            self._dispatch_lanes(final=False)
+            while self.buffered > self.max_pending * size and not self.stopping:
                 await self._wait()
-                buffered -= self._dispatch_lanes(lanes, size, final=False)
-        if self.stopping:
-            return
-        if general:
+                self._dispatch_lanes(final=False)
+        if general and not self.stopping:
             self._dispatch(general, None)
-        while buffered and not self.stopping:
-            buffered -= self._dispatch_lanes(lanes, size, final=True)
-            if buffered:
-                await self._wait()
 
     def _general_pending(self) -> int:
         return len(self.tasks) - sum(self.lane_tasks.values())
 
-    def _dispatch_lanes(
-        self, lanes: defaultdict[str, list[Outbound]], size: int, *, final: bool
-    ) -> int:
-        """Start the lane batches that may go; returns how many items left the buffer."""
-        moved = 0
-        for customer, queue in lanes.items():
+    def _to_lane(self, customer: str, items: list[Outbound]) -> None:
+        self.lanes[customer].extend(items)
+        self.buffered += len(items)
+
+    def _dispatch_lanes(self, *, final: bool) -> None:
+        """Start the batches of hot customers that may go (full ones, or all at the end)."""
+        size = self.config.batch_size
+        for customer, queue in self.lanes.items():
             while queue and (len(queue) >= size or final):
                 if self.lane_tasks[customer] >= LANE_DEPTH or self.stopping:
                     break
                 batch, queue[:] = queue[:size], queue[size:]
-                self._dispatch(batch, customer)
-                moved += len(batch)
-        for customer in [c for c, q in lanes.items() if not q]:
-            del lanes[customer]
-        return moved
+                self.buffered -= len(batch)
+                self._dispatch(batch, customer, pulled=False)
+        for customer in [c for c, q in self.lanes.items() if not q]:
+            del self.lanes[customer]
 
-    def _dispatch(self, batch: list[Outbound], lane: str | None) -> None:
+    def _dispatch(self, batch: list[Outbound], lane: str | None, *, pulled: bool = True) -> None:
         self.stats.batches += 1
-        self.stats.pulled += len(batch)
+        if pulled:
+            self.stats.pulled += len(batch)
         task = asyncio.create_task(self._batch(batch, lane))
         self.tasks.add(task)
         if lane is not None:
@@ -400,7 +400,7 @@ class _Sender:
     # ----------------------------------------------------------- one batch
 
     async def _batch(self, items: list[Outbound], lane: str | None) -> None:
-        outcome = await self._send(items, fresh=True)
+        outcome = await self._send(items, fresh=lane is None, lane=lane)
         if outcome.kind is _Kind.ABANDON:
             log.debug("run stopping: %d event(s) left unsent", len(items))
         await self._settle(items, outcome)
@@ -426,6 +426,10 @@ class _Sender:
             for item in items:
                 self.stats.failed += 1
                 self.hooks.failed(item, Reason.UNDELIVERABLE, outcome.detail)
+        elif outcome.kind is _Kind.TO_LANE:
+            # a customer limited on its own: its events wait in its lane, not in this task
+            self._to_lane(_customer(items[0]), items)
+            self.wake.set()
         elif outcome.kind is _Kind.BY_CUSTOMER:
             groups: defaultdict[str, list[Outbound]] = defaultdict(list)
             for item in items:
@@ -470,7 +474,9 @@ class _Sender:
             log.debug("customer %s is rate limited: batching it apart", customer)
         return pacer
 
-    async def _send(self, items: list[Outbound], *, fresh: bool = False) -> _Outcome:
+    async def _send(
+        self, items: list[Outbound], *, fresh: bool = False, lane: str | None = None
+    ) -> _Outcome:
         """One request body, re-sent as the same bytes until a final answer.
 
         A ``fresh`` batch (never sent yet) is abandoned if the run is stopping.
@@ -527,6 +533,8 @@ class _Sender:
                 delay = self._rate_limited(items, answer, sent_at, epoch, limited)
                 if delay is None:
                     return _Outcome(_Kind.BY_CUSTOMER, answer.detail, answer.status)
+                if answer.customer and lane is None and not self.stopping:
+                    return _Outcome(_Kind.TO_LANE, answer.detail, answer.status)
                 limited += 1
             else:
                 limited = 0
@@ -550,8 +558,7 @@ class _Sender:
                     )
                 faults += 1
 
-            stalled = self.clock() + delay - self.last_progress
-            if stalled >= self.config.max_stall:
+            if self.clock() - self.last_progress >= self.config.max_stall:
                 return _Outcome(
                     _Kind.GIVE_UP,
                     f"no event was delivered for {self.config.max_stall:g} s (--max-stall); "
@@ -582,7 +589,7 @@ class _Sender:
                 self.limiter.congestion(epoch)  # no pace yet: fewer in flight is all we have
         pacer.limited(sent_at, len(items))
         if answer.hint is not None:
-            pacer.pause(answer.hint)
+            pacer.pause(answer.hint, sent_at)
             return 0.0
         if pacer.learned:
             return 0.0  # the pace spaces the re-send
