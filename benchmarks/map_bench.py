@@ -198,7 +198,7 @@ def replay_rss(mapping: Path, paths: Sequence[Path], workdir: Path) -> dict[str,
     from segmetro.fake_metronome import FakeConfig, FakeMetronome
 
     now = datetime.fromisoformat(NOW.replace("Z", "+00:00")).astimezone(UTC)
-    with FakeMetronome(FakeConfig(token=TOKEN, now=now)) as fake:
+    with FakeMetronome(FakeConfig(token=TOKEN, now=now, rate_limit=0)) as fake:
         env = os.environ.copy()
         env["METRONOME_BEARER_TOKEN"] = TOKEN
         args = [
