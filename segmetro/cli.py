@@ -301,8 +301,10 @@ StateOpt = Annotated[
     Path | None,
     typer.Option(
         "--state",
-        help="State file (SQLite): checkpoints, ledger of sent events, runs, lock. "
-        "Default: .segmetro/state.db beside the mapping.",
+        help="State file (SQLite): runs, lock, and per destination (API URL + the account of "
+        "the token, known by an HMAC; the token is never stored) the checkpoints, the "
+        "ledger of sent events and undeliverable events. Default: .segmetro/state.db beside "
+        "the mapping.",
         show_default=False,
     ),
 ]
@@ -321,11 +323,21 @@ def replay(
         bool,
         typer.Option(
             "--dry-run",
-            help="Send nothing: print the plan (new / unchanged / changed / filtered / rejected).",
+            help="Send nothing: print the plan (new / unchanged / changed / filtered / rejected) "
+            "against what was sent to --api-url (with METRONOME_BEARER_TOKEN set: to its "
+            "account). Needs no token; writes no state.",
         ),
     ] = False,
     state: StateOpt = None,
-    rejects: RejectsOpt = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append every rejected event (JSON lines) here; the file is a valid INPUT. "
+            "Default: a file of each run's own, <state dir>/rejects/<run id>.jsonl, created "
+            "only when there are rejects (a dry run writes none unless given this option).",
+            show_default=False,
+        ),
+    ] = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     now: NowOpt = None,
@@ -344,8 +356,22 @@ def replay(
     ] = "https://api.metronome.com",
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per request.")] = 30.0,
     max_retries: Annotated[
-        int, typer.Option(min=0, help="Retries per batch for 408/409/429/5xx/network errors.")
+        int,
+        typer.Option(
+            min=0,
+            help="Retries per batch for faults: 408/409/5xx, timeouts, dropped connections. "
+            "429s are not counted: a rate-limited batch waits and is re-sent until it goes "
+            "through (see --max-stall).",
+        ),
     ] = 8,
+    max_stall: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Seconds without any batch delivered before the run gives up (exit 3, state "
+            "saved; re-run to resume). Bounds waiting on rate limits and outages.",
+        ),
+    ] = 900.0,
     resend_changed: Annotated[
         bool,
         typer.Option(
@@ -365,12 +391,15 @@ def replay(
 ) -> None:
     """Send the mapped events to Metronome's /v1/ingest in batches.
 
-    The API token is read from METRONOME_BEARER_TOKEN and never printed. A re-run of the same
-    command resumes: finished inputs are skipped and events already delivered are not sent
-    again. Exit 0: all delivered, nothing rejected. 1: some events rejected, changed or
-    dead-lettered (or, with --dry-run, the plan holds rejects or changes). 2: configuration
-    error. 3: fatal delivery error (token refused, API unreachable, retries exhausted) or the
-    state file is locked by another run. 130: interrupted. State is saved in every case.
+    The API token is read from METRONOME_BEARER_TOKEN and never printed or stored. A re-run of
+    the same command resumes: finished inputs are skipped and events already delivered are not
+    sent again — to the same destination (API URL and the token's account): a run to another
+    URL or with another account's token starts from zero. Every reject is kept, in --rejects or
+    in a file of the run's own beside the state. Exit 0: all delivered, nothing rejected. 1:
+    some events rejected, changed or dead-lettered (or, with --dry-run, the plan holds rejects
+    or changes). 2: configuration error. 3: fatal delivery error (token refused, API
+    unreachable, retries exhausted) or the state file is locked by another run. 130:
+    interrupted. State is saved in every case.
     """
     import asyncio
     import logging
@@ -378,8 +407,13 @@ def replay(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, SegmetroError
-    from segmetro.pipeline import check_rejects_path, run_replay, run_signature
-    from segmetro.state import StateDB, new_run_id
+    from segmetro.pipeline import (
+        check_rejects_path,
+        default_rejects_path,
+        run_replay,
+        run_signature,
+    )
+    from segmetro.state import StateDB, new_run_id, normalize_api_url
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -405,6 +439,8 @@ def replay(
             state_path,
             signature=signature,
             rejects=rejects,
+            api_url=api_url,
+            token=token,
             resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
@@ -418,6 +454,7 @@ def replay(
         rate=rate,
         timeout=timeout,
         max_retries=max_retries,
+        max_stall=max_stall,
     )
     options = {
         "mapping": str(mapping),
@@ -425,7 +462,7 @@ def replay(
         "since": since,
         "until": until,
         "now": now,
-        "api_url": api_url,
+        "api_url": normalize_api_url(api_url),
         "batch_size": batch_size,
         "concurrency": concurrency,
         "rate": rate,
@@ -438,8 +475,18 @@ def replay(
             output.warning(f"took over the lock left by {stale.describe()}, which is gone")
         exit_code: int | None = None
         report = None
+        begun = False
+        rejects_path = rejects or default_rejects_path(state_path, run_id)
         try:
-            db.begin_run("replay", options, run_id=run_id)
+            destination = db.destination(api_url, token)
+            if db.claimed is not None:
+                output.warning(
+                    f"{destination.describe()} held the checkpoints and ledger of an older "
+                    "state file, whose account was not recorded; this token now claims them "
+                    "(runs with another token to this URL start from zero)"
+                )
+            db.begin_run("replay", options, run_id=run_id, destination=destination)
+            begun = True
             with output.Progress(
                 total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
             ) as progress:
@@ -449,8 +496,9 @@ def replay(
                         inputs_set,
                         window=window,
                         sender=config,
-                        rejects_path=rejects,
-                        state=db,
+                        rejects_path=rejects_path,
+                        rejects_lazy=rejects is None,
+                        state=db.for_destination(destination),
                         run_id=run_id,
                         signature=signature,
                         resend_changed=resend_changed,
@@ -469,7 +517,8 @@ def replay(
             raise
         finally:
             summary = report.to_json() if report is not None else {}
-            db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
+            if begun:
+                db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
             db.release_lock(run_id)
     for warn in report.warnings:
         output.warning(warn)
@@ -488,7 +537,7 @@ def replay(
             report.rejects,
             total=report.counts.rejected_total,
             path=str(report.rejects_path) if report.rejects_path is not None else None,
-            appended=True,
+            appended=rejects is not None,
         )
     raise typer.Exit(report.exit_code)
 
@@ -501,21 +550,25 @@ def _dry_run(
     *,
     signature: str,
     rejects: Path | None,
+    api_url: str,
+    token: str,
     resend_changed: bool,
     json_out: bool,
     quiet: bool,
 ) -> None:
     from segmetro import output
-    from segmetro.pipeline import RejectSink, plan_resume
+    from segmetro.pipeline import RejectSink, plan_resume, plan_target
     from segmetro.plan import plan
     from segmetro.state import StateDB
 
     db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
     try:
+        target = plan_target(db, api_url, token)
+        state = target.state
         # --resend-changed makes a replay read every input from the start; so does its plan.
         resume = (
-            plan_resume(inputs_set, db, signature, window)
-            if db is not None and not resend_changed
+            plan_resume(inputs_set, state, signature, window)
+            if state is not None and not resend_changed
             else None
         )
         with (
@@ -528,10 +581,11 @@ def _dry_run(
                 mappings,
                 inputs_set,
                 window=window,
-                state=db,
+                state=state,
                 resume=resume,
                 rejects=sink,
                 on_bytes=progress.advance,
+                target=target,
             )
     finally:
         if db is not None:
@@ -539,7 +593,7 @@ def _dry_run(
     if json_out:
         output.write_json(result.to_json())
     else:
-        output.show_plan(result, ledger=str(state_path) if db is not None else None)
+        output.show_plan(result)
     raise typer.Exit(result.exit_code)
 
 
@@ -606,8 +660,9 @@ def verify(
 ) -> None:
     """Check a sample of delivered events with Metronome's /v1/events/search.
 
-    Reports events Metronome does not have, duplicates, and events that matched no customer
-    or no billable metric. Search is heavily rate limited, so this samples gently.
+    Samples the ledger of the destination of --api-url and METRONOME_BEARER_TOKEN. Reports
+    events Metronome does not have, duplicates, and events that matched no customer or no
+    billable metric. Search is heavily rate limited, so this samples gently.
     Exit 0 when every sampled event was found, 1 when some are missing, 3 on API errors.
     """
     import asyncio
@@ -615,7 +670,7 @@ def verify(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, StateError
-    from segmetro.state import StateDB
+    from segmetro.state import StateDB, normalize_api_url
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
@@ -625,10 +680,19 @@ def verify(
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     window = Window.from_options(since=None, until=None, now=now)
+    config = SenderConfig(api_url=api_url, token=token)
     with StateDB.open(state, readonly=True) as db:
+        destination = db.find_destination(api_url, token)
+        if destination is None:
+            known = "; ".join(d.describe() for d in db.destinations()) or "none"
+            raise StateError(
+                f"state file {state} records nothing sent to {normalize_api_url(api_url)} with "
+                f"this token (destinations in it: {known}); check --api-url and "
+                "METRONOME_BEARER_TOKEN."
+            )
         report = asyncio.run(
             verify_sample(
-                db, sample=sample, now=window.now, config=SenderConfig(api_url=api_url, token=token)
+                db.for_destination(destination), sample=sample, now=window.now, config=config
             )
         )
     if json_out:
@@ -642,13 +706,24 @@ def verify(
 @reports_errors
 def status(
     state: Annotated[
-        Path, typer.Option("--state", help="State file to describe.", show_default=False)
+        Path,
+        typer.Option(
+            "--state",
+            help="State file to describe (replay's default is .segmetro/state.db beside the "
+            "mapping).",
+            show_default=False,
+        ),
     ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
 ) -> None:
-    """Show the runs, checkpoints and ledger size recorded in a state file."""
+    """Show the runs, the lock and each destination of a state file.
+
+    A destination is an API URL and the account of a token (shown as a short fingerprint of
+    its HMAC, never the token): its ledger size, checkpoints, and the undeliverable events of
+    earlier runs, open or superseded (delivered by a later run).
+    """
     from segmetro import output
     from segmetro.errors import StateError
     from segmetro.state import StateDB
@@ -660,8 +735,15 @@ def status(
         checkpoints = db.checkpoints()
         ledger = db.ledger_size()
         lock = db.lock_holder()
+        destinations = db.summaries()
     output.show_status(
-        runs, checkpoints, ledger=ledger, lock=lock, path=str(state), as_json=json_out
+        runs,
+        checkpoints,
+        ledger=ledger,
+        lock=lock,
+        path=str(state),
+        destinations=destinations,
+        as_json=json_out,
     )
 
 
@@ -706,13 +788,15 @@ def fake_metronome(
     now: Annotated[str | None, typer.Option(help="Fixed server clock (RFC 3339 or date).")] = None,
     p_429: Annotated[float, typer.Option(help="Probability of a 429.")] = 0.0,
     retry_after: Annotated[
-        float | None, typer.Option(help="Retry-After seconds on injected 429s.")
+        float | None,
+        typer.Option(help="Retry-After seconds on every 429 (default: none, like Metronome)."),
     ] = None,
     retry_after_ms: Annotated[
-        float | None, typer.Option(help="retry-after-ms on injected 429s.")
+        float | None,
+        typer.Option(help="retry-after-ms on every 429 (default: none, like Metronome)."),
     ] = None,
     rate_limit_type: Annotated[
-        str, typer.Option(help="X-Metronome-Rate-Limit-Type: client or customer.")
+        str, typer.Option(help="X-Metronome-Rate-Limit-Type of injected 429s: client or customer.")
     ] = "client",
     p_500: Annotated[float, typer.Option(help="Probability of a 500.")] = 0.0,
     p_502: Annotated[float, typer.Option(help="Probability of a 502.")] = 0.0,
@@ -726,10 +810,32 @@ def fake_metronome(
     latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
     latency_jitter_ms: Annotated[float, typer.Option(help="Random extra latency.")] = 0.0,
     rate_limit: Annotated[
-        float | None, typer.Option(help="Token-bucket limit in events per second.")
-    ] = None,
+        float,
+        typer.Option(
+            help="Ingest token bucket in events/s; 5000 is Metronome's documented default "
+            "(0 turns it off)."
+        ),
+    ] = 5000.0,
     rate_burst: Annotated[
         float | None, typer.Option(help="Bucket size in events (default: one second's worth).")
+    ] = None,
+    rate_limit_hint: Annotated[
+        bool,
+        typer.Option(
+            help="Send the exact wait as Retry-After and retry-after-ms on rate-limit 429s, "
+            "instead of --retry-after(-ms) (Metronome sends neither)."
+        ),
+    ] = False,
+    customer_rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Token bucket per customer_id in events/s; a batch over it gets a 429 of "
+            "type customer (default: none)."
+        ),
+    ] = None,
+    customer_rate_burst: Annotated[
+        float | None,
+        typer.Option(help="Per-customer bucket size in events (default: one second's worth)."),
     ] = None,
     fail_status: Annotated[
         int | None, typer.Option(help="Answer every request with this status.")
@@ -749,8 +855,9 @@ def fake_metronome(
 ) -> None:
     """Run a local fake of Metronome's ingest and search API, to rehearse a backfill.
 
-    It validates every request like Metronome, deduplicates by transaction_id, and can
-    inject faults. GET /_fake/state shows what it accepted. Stop it with Ctrl-C.
+    It validates every request like Metronome, deduplicates by transaction_id, limits
+    ingest to Metronome's default 5,000 events/s (429s without retry hints, as documented),
+    and can inject faults. GET /_fake/state shows what it accepted. Stop it with Ctrl-C.
     """
     from segmetro import output
     from segmetro.fake_metronome import FakeConfig, serve
@@ -778,6 +885,9 @@ def fake_metronome(
         latency_jitter_ms=latency_jitter_ms,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
+        rate_limit_hint=rate_limit_hint,
+        customer_rate_limit=customer_rate_limit,
+        customer_rate_burst=customer_rate_burst,
         fail_status=fail_status,
         fail_count=fail_count,
         search_rate=search_rate,

@@ -1,8 +1,14 @@
 """A local stand-in for Metronome's ingest and search endpoints, with fault injection.
 
 It validates requests against the packaged OpenAPI schema (``openapi-usage.json``), deduplicates
-by ``transaction_id`` and can inject 429s, 5xx, partial ingests, dropped connections, latency and
-a token-bucket rate limit. Tests drive it over real HTTP; users rehearse a backfill against it.
+by ``transaction_id`` and can inject 429s, 5xx, partial ingests, dropped connections and latency.
+Tests drive it over real HTTP; users rehearse a backfill against it.
+
+By default it limits ingest like a real account: Metronome's documented 5,000 events/s token
+bucket (``rate_limit=0`` turns it off), answering 429 with ``X-Metronome-Rate-Limit-Type:
+client`` and, as Metronome documents, no ``Retry-After``; hints are opt-in so a client is
+rehearsed against the silence it will meet. An optional per-``customer_id`` bucket refuses a
+whole batch with type ``customer``.
 
 Fault draws come from one seeded generator, so a sequential client sees the same faults on every
 run with the same ``seed`` (concurrent requests draw in arrival order).
@@ -11,6 +17,7 @@ run with the same ``seed`` (concurrent requests draw in arrival order).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hmac
 import logging
@@ -43,6 +50,7 @@ __all__ = [
     "PAST_WINDOW",
     "FakeConfig",
     "FakeConfigError",
+    "FakeListenError",
     "FakeMetronome",
     "FakeState",
     "IngestRules",
@@ -59,6 +67,11 @@ PAST_WINDOW = timedelta(days=34)
 FUTURE_WINDOW = timedelta(hours=24)
 #: Request bodies above this size are refused with 413.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Metronome's documented default ingest limit per account, in events per second.
+DEFAULT_RATE_LIMIT = 5000.0
+#: orjson writes at most 254 nested levels and the state JSON holds events two levels down, so
+#: deeper events are refused with 400 rather than breaking ``/_fake/state`` for good.
+MAX_EVENT_DEPTH = 252
 
 _NAMESPACE = uuid.UUID("5b0d3e0c-9a43-4d0e-9a57-6d1f0d3c2a11")
 _FAULT_KINDS = ("drop", "429", "500", "502", "503", "partial_500")
@@ -244,7 +257,21 @@ def _batch_problem(body: Any, rules: IngestRules, now: datetime) -> str | None:
         problem = _event_problem(event, rules, now)
         if problem is not None:
             return f"invalid event at index {index}: {problem}"
+    if not _serialisable([body]):  # the nesting ``{"events": [event]}`` gives events in the state
+        index = next(i for i, event in enumerate(body) if not _serialisable([[event]]))
+        return (
+            f"invalid event at index {index}: nested too deeply (at most {MAX_EVENT_DEPTH} "
+            "levels of objects and arrays, the event included)"
+        )
     return None
+
+
+def _serialisable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError, e.g. "Recursion limit reached"
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- config and state
@@ -254,17 +281,26 @@ class FakeConfigError(ConfigError, ValueError):
     """An impossible fake configuration (exit 2 in the CLI)."""
 
 
+class FakeListenError(ConfigError):
+    """The fake cannot listen on the address it was given (exit 2 in the CLI)."""
+
+
 @dataclass(frozen=True)
 class FakeConfig:
-    """Behaviour of the fake. Probabilities are per authenticated request and must sum to ≤ 1."""
+    """Behaviour of the fake. Probabilities are per authenticated request and must sum to ≤ 1.
+
+    The defaults are a real account's: the documented 5,000 events/s ingest limit, 429s without
+    retry hints. ``rate_limit_hint`` sends the exact wait on rate-limit 429s instead of the fixed
+    ``retry_after``/``retry_after_ms`` (which are otherwise sent on every 429 when set).
+    """
 
     token: str = field(default="test-token", repr=False)
     now: datetime | None = None  # fixed server clock (naive = UTC); None = real time
     seed: int | None = None
     p_429: float = 0.0
-    retry_after: float | None = None  # Retry-After seconds on injected 429s
-    retry_after_ms: float | None = None  # retry-after-ms on injected 429s
-    rate_limit_type: str = "client"  # X-Metronome-Rate-Limit-Type: client | customer
+    retry_after: float | None = None  # Retry-After seconds on every 429; None = not sent
+    retry_after_ms: float | None = None  # retry-after-ms on every 429; None = not sent
+    rate_limit_type: str = "client"  # X-Metronome-Rate-Limit-Type of injected 429s
     p_500: float = 0.0
     p_502: float = 0.0
     p_503: float = 0.0
@@ -272,8 +308,11 @@ class FakeConfig:
     p_drop: float = 0.0  # read the request, then close the connection without answering
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0  # uniform extra latency in [0, jitter)
-    rate_limit: float | None = None  # ingest token bucket, events per second
+    rate_limit: float | None = DEFAULT_RATE_LIMIT  # ingest events per second; 0 or None = off
     rate_burst: float | None = None  # bucket size in events; None = one second's worth
+    rate_limit_hint: bool = False  # rate-limit 429s carry the exact wait as both headers
+    customer_rate_limit: float | None = None  # events/s per customer_id; 0 or None = off
+    customer_rate_burst: float | None = None  # per-customer bucket; None = one second's worth
     fail_status: int | None = None  # answer every authenticated request with this status
     fail_count: int | None = None  # with fail_status: only the first N requests; None = all
     search_rate: float | None = None  # /v1/events/search requests per second
@@ -291,7 +330,11 @@ class FakeConfig:
             raise FakeConfigError("fault probabilities must add up to at most 1")
         if self.rate_limit_type not in ("client", "customer"):
             raise FakeConfigError("rate_limit_type must be 'client' or 'customer'")
-        for name in ("rate_limit", "rate_burst", "search_rate"):
+        for name in ("rate_limit", "customer_rate_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise FakeConfigError(f"{name} must not be negative (0 turns it off)")
+        for name in ("rate_burst", "customer_rate_burst", "search_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise FakeConfigError(f"{name} must be positive")
@@ -313,8 +356,9 @@ class FakeState:
 
     ``requests`` counts every ingest request (auth failures included); ``events_received`` the
     events of every authenticated ingest body that was a JSON array; ``faults`` injected faults
-    by kind (drop, 429, 500, 502, 503, partial_500, fail_status); ``rate_limited`` token-bucket
-    429s on ingest; ``search_rate_limited`` the same for search.
+    by kind (drop, 429, 500, 502, 503, partial_500, fail_status); ``rate_limited`` ingest 429s
+    of the account bucket; ``customer_rate_limited`` ingest 429s of a per-customer bucket;
+    ``search_rate_limited`` the search bucket's 429s.
     """
 
     events: list[JsonObject]
@@ -325,6 +369,7 @@ class FakeState:
     batches_rejected_400: int
     faults: dict[str, int]
     rate_limited: int
+    customer_rate_limited: int
     auth_failures: int
     search_requests: int
     search_rate_limited: int
@@ -338,6 +383,7 @@ class FakeState:
             "batches_rejected_400": self.batches_rejected_400,
             "faults": dict(self.faults),
             "rate_limited": self.rate_limited,
+            "customer_rate_limited": self.customer_rate_limited,
             "auth_failures": self.auth_failures,
             "search_requests": self.search_requests,
             "search_rate_limited": self.search_rate_limited,
@@ -363,24 +409,37 @@ class _Reply:
 
 
 class _Bucket:
-    """Token bucket; a request larger than the burst is admitted when the bucket is full."""
+    """Token bucket; a request larger than the burst is admitted when the bucket is full.
 
-    def __init__(self, rate: float, burst: float) -> None:
+    ``wait`` and ``take`` are separate so a batch is checked against every bucket it touches
+    before any of them is charged.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
         self.rate = rate
         self.burst = burst
+        self.clock = clock
         self.tokens = burst
-        self.last = time.monotonic()
+        self.last = clock()
 
-    def take(self, n: float) -> float:
-        """Take ``n`` tokens and return 0, or return the seconds until they would fit."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+    def wait(self, n: float) -> float:
+        """Refill; 0 when ``n`` tokens can be taken now, else the seconds until they can."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
         self.last = now
         need = min(n, self.burst)
         if self.tokens + 1e-9 >= need:
-            self.tokens -= n
             return 0.0
         return (need - self.tokens) / self.rate
+
+    def take(self, n: float) -> None:
+        """Charge ``n`` tokens (after ``wait`` said they fit); may go below zero."""
+        self.tokens -= n
+
+    def full(self) -> bool:
+        """Refilled completely, i.e. indistinguishable from a new bucket."""
+        self.wait(0)
+        return self.tokens + 1e-9 >= self.burst
 
 
 def _message(text: str) -> bytes:
@@ -396,19 +455,41 @@ _INVALID: Any = object()
 
 _STATUS_TEXT = {500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable"}
 
+#: The methods each route answers; any other method gets 405 with an ``Allow`` header.
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/v1/ingest": ("POST",),
+    "/v1/events/search": ("POST",),
+    "/_fake/reset": ("POST",),
+    "/_fake/state": ("GET",),
+}
+#: Idle customer buckets are forgotten once this many exist (a full bucket equals a new one).
+_CUSTOMER_BUCKETS_KEPT = 10_000
+
 
 # --------------------------------------------------------------------------- the fake
 
 
 class FakeMetronome:
-    """A Metronome ingest/search server on a background thread; use as a context manager."""
+    """A Metronome ingest/search server on a background thread; use as a context manager.
+
+    ``clock`` (monotonic seconds) drives the rate buckets; tests pass a hand-moved one so rate
+    limits are checked without racing the wall clock.
+    """
 
     def __init__(
-        self, config: FakeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: FakeConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise FakeListenError(f"port {port} is not between 0 and 65535")
         self._config = config if config is not None else FakeConfig()
         self._host = host
         self._port = port
+        self._clock = clock
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -429,7 +510,10 @@ class FakeMetronome:
         if self._server is not None:
             raise RuntimeError("the fake Metronome is already running")
         self._stopping.clear()
-        server = _Server((self._host, self._port), self)
+        try:
+            server = _Server((self._host, self._port), self)
+        except OSError as exc:
+            raise FakeListenError(_listen_problem(self._host, self._port, exc)) from exc
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -494,6 +578,7 @@ class FakeMetronome:
                 batches_rejected_400=c["batches_rejected_400"],
                 faults={k: self._faults[k] for k in sorted(self._faults)},
                 rate_limited=c["rate_limited"],
+                customer_rate_limited=c["customer_rate_limited"],
                 auth_failures=c["auth_failures"],
                 search_requests=c["search_requests"],
                 search_rate_limited=c["search_rate_limited"],
@@ -513,13 +598,32 @@ class FakeMetronome:
     def _make_buckets(self) -> None:
         cfg = self._config
         self._bucket = (
-            None
-            if cfg.rate_limit is None
-            else _Bucket(cfg.rate_limit, cfg.rate_burst or cfg.rate_limit)
+            _Bucket(cfg.rate_limit, cfg.rate_burst or cfg.rate_limit, self._clock)
+            if cfg.rate_limit
+            else None
         )
+        self._customer_buckets: dict[str, _Bucket] = {}
+        self._customers_kept = _CUSTOMER_BUCKETS_KEPT
         self._search_bucket = (
-            None if cfg.search_rate is None else _Bucket(cfg.search_rate, max(1.0, cfg.search_rate))
+            None
+            if cfg.search_rate is None
+            else _Bucket(cfg.search_rate, max(1.0, cfg.search_rate), self._clock)
         )
+
+    def _customer_bucket(self, customer: str) -> _Bucket:
+        bucket = self._customer_buckets.get(customer)
+        if bucket is None:
+            rate = cast(float, self._config.customer_rate_limit)
+            bucket = _Bucket(rate, self._config.customer_rate_burst or rate, self._clock)
+            self._customer_buckets[customer] = bucket
+        return bucket
+
+    def _forget_idle_customers(self) -> None:
+        """Keep memory bounded over millions of customers; only full buckets are dropped."""
+        if len(self._customer_buckets) < self._customers_kept:
+            return
+        self._customer_buckets = {k: b for k, b in self._customer_buckets.items() if not b.full()}
+        self._customers_kept = max(_CUSTOMER_BUCKETS_KEPT, 2 * len(self._customer_buckets))
 
     def _now(self) -> datetime:
         return self._config.now or datetime.now(UTC)
@@ -540,13 +644,51 @@ class FakeMetronome:
             return _Reply(403, _message("Invalid access token"))
         return None
 
-    def _rate_headers(self, wait: float | None, wait_ms: float | None) -> dict[str, str]:
-        headers = {"X-Metronome-Rate-Limit-Type": self._config.rate_limit_type}
+    def _rate_headers(self, kind: str, wait: float | None, wait_ms: float | None) -> dict[str, str]:
+        headers = {"X-Metronome-Rate-Limit-Type": kind}
         if wait is not None:
             headers["Retry-After"] = _format_seconds(wait)
         if wait_ms is not None:
             headers["retry-after-ms"] = _format_seconds(wait_ms)
         return headers
+
+    def _limited(self, kind: str, wait: float, text: str, delay: float) -> _Reply:
+        """A rate-limit 429: retry hints only when configured, as Metronome documents none."""
+        cfg = self._config
+        if cfg.rate_limit_hint:
+            headers = self._rate_headers(kind, math.ceil(wait), math.ceil(wait * 1000))
+        else:
+            headers = self._rate_headers(kind, cfg.retry_after, cfg.retry_after_ms)
+        return _Reply(429, _message(text), headers, delay=delay)
+
+    def _admit(self, events: list[JsonObject], delay: float) -> _Reply | None:
+        """Charge the buckets for a whole batch, or refuse it (charging nothing) with a 429."""
+        charges: list[tuple[_Bucket, int]] = []
+        customer_wait = 0.0
+        hot: str | None = None
+        if self._config.customer_rate_limit:
+            self._forget_idle_customers()  # before, never between, the look-ups of one batch
+            per_customer = Counter(cast(str, e["customer_id"]) for e in events)
+            for customer, n in per_customer.items():
+                bucket = self._customer_bucket(customer)
+                wait = bucket.wait(n)
+                if wait > customer_wait:
+                    customer_wait, hot = wait, customer
+                charges.append((bucket, n))
+        client_wait = 0.0
+        if self._bucket is not None:
+            client_wait = self._bucket.wait(len(events))
+            charges.append((self._bucket, len(events)))
+        if hot is not None:
+            self._counts["customer_rate_limited"] += 1
+            text = f"Rate limit exceeded for customer {hot!r}"
+            return self._limited("customer", max(customer_wait, client_wait), text, delay)
+        if client_wait > 0:
+            self._counts["rate_limited"] += 1
+            return self._limited("client", client_wait, "Rate limit exceeded", delay)
+        for bucket, n in charges:
+            bucket.take(n)
+        return None
 
     def _common_faults(self, *, random_faults: bool) -> tuple[float, _Reply | None, str | None]:
         """Latency, forced status and a random fault draw; returns (delay, reply, partial?)."""
@@ -559,7 +701,7 @@ class FakeMetronome:
             self._forced += 1
             self._faults["fail_status"] += 1
             headers = (
-                self._rate_headers(cfg.retry_after, cfg.retry_after_ms)
+                self._rate_headers(cfg.rate_limit_type, cfg.retry_after, cfg.retry_after_ms)
                 if cfg.fail_status == 429
                 else {}
             )
@@ -586,7 +728,7 @@ class FakeMetronome:
             reply = _Reply(
                 429,
                 _message("Too many requests"),
-                self._rate_headers(cfg.retry_after, cfg.retry_after_ms),
+                self._rate_headers(cfg.rate_limit_type, cfg.retry_after, cfg.retry_after_ms),
             )
             return delay, reply, None
         status = int(kind)
@@ -615,12 +757,9 @@ class FakeMetronome:
                 self._counts["batches_rejected_400"] += 1
                 return _Reply(400, _message(problem), delay=delay)
             events = cast(list[JsonObject], body)
-            if self._bucket is not None:
-                wait = self._bucket.take(len(events))
-                if wait > 0:
-                    self._counts["rate_limited"] += 1
-                    headers = self._rate_headers(math.ceil(wait), math.ceil(wait * 1000))
-                    return _Reply(429, _message("Rate limit exceeded"), headers, delay=delay)
+            refused = self._admit(events, delay)
+            if refused is not None:
+                return refused
             if special == "partial_500":
                 self._faults["partial_500"] += 1
                 keep = self._rng.randrange(len(events))
@@ -660,11 +799,11 @@ class FakeMetronome:
                 reply.delay = delay
                 return reply
             if self._search_bucket is not None:
-                wait = self._search_bucket.take(1)
+                wait = self._search_bucket.wait(1)
                 if wait > 0:
                     self._counts["search_rate_limited"] += 1
-                    headers = self._rate_headers(math.ceil(wait), math.ceil(wait * 1000))
-                    return _Reply(429, _message("Rate limit exceeded"), headers, delay=delay)
+                    return self._limited("client", wait, "Rate limit exceeded", delay)
+                self._search_bucket.take(1)
             problem = _search_problem(body, rules)
             if problem is not None:
                 return _Reply(400, _message(problem), delay=delay)
@@ -712,6 +851,21 @@ class FakeMetronome:
             else []
         )
         return item
+
+
+def _listen_problem(host: str, port: int, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host!r}: not an address or a known host name"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen: port {port} on {host} is in use; stop what holds it "
+            "or choose another port (0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on port {port} of {host}: permission denied"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: not an address of this machine"
+    return f"cannot listen on port {port} of {host}: {exc.strerror or exc}"
 
 
 def _search_problem(body: Any, rules: IngestRules) -> str | None:
@@ -885,34 +1039,60 @@ class _Handler(BaseHTTPRequestHandler):
         except orjson.JSONDecodeError:
             return _INVALID
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, unknown method) in JSON like the rest."""
+        text = message or self.responses.get(code, ("Error",))[0]
+        self.log_error("code %d, message %s", code, text)
+        self.close_connection = True
+        body = _message(text)
+        self.send_response(code)
+        self.send_header("Connection", "close")
+        if code >= 200 and code not in (204, 304) and self.command != "HEAD":
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.end_headers()
+
     # routes -------------------------------------------------------------------
 
-    def do_POST(self) -> None:
+    def _route(self) -> None:
         data = self._read_body()
         if data is None:
             return
-        path = urlsplit(self.path).path.rstrip("/")
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/")
+        method = self.command
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            self._send(_Reply(404, _message(f"no route for {method} {parts.path}")))
+            return
+        if method not in allowed:
+            text = f"{method} is not allowed on {path}; use {', '.join(allowed)}"
+            self._send(_Reply(405, _message(text), {"Allow": ", ".join(allowed)}))
+            return
+        try:
+            reply = self._dispatch(path, parts.query, data)
+        except Exception:  # a bug in one answer must not take the fake down
+            logger.debug("%s %s failed", method, path, exc_info=True)
+            reply = _Reply(500, _message(f"the fake failed to answer {method} {path}"))
+        self._send(reply)
+
+    def _dispatch(self, path: str, query: str, data: bytes) -> _Reply:
         auth = self.headers.get("Authorization")
         if path == "/v1/ingest":
-            self._send(self.fake._handle_ingest(auth, self._parse(data)))
-        elif path == "/v1/events/search":
-            self._send(self.fake._handle_search(auth, self._parse(data)))
-        elif path == "/_fake/reset":
+            return self.fake._handle_ingest(auth, self._parse(data))
+        if path == "/v1/events/search":
+            return self.fake._handle_search(auth, self._parse(data))
+        if path == "/_fake/reset":
             self.fake.reset()
-            self._send(_Reply(200))
-        else:
-            self._send(_Reply(404, _message(f"no route for POST {path}")))
+            return _Reply(200)
+        flag = parse_qs(query).get("events", ["1"])[-1].lower()
+        state = self.fake.snapshot(include_events=flag not in ("0", "false", "no"))
+        return _Reply(200, orjson.dumps(state.to_json()))
 
-    def do_GET(self) -> None:
-        if self._read_body() is None:
-            return
-        parts = urlsplit(self.path)
-        if parts.path.rstrip("/") == "/_fake/state":
-            flag = parse_qs(parts.query).get("events", ["1"])[-1].lower()
-            state = self.fake.snapshot(include_events=flag not in ("0", "false", "no"))
-            self._send(_Reply(200, orjson.dumps(state.to_json())))
-        else:
-            self._send(_Reply(404, _message(f"no route for GET {parts.path}")))
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _route
 
 
 # --------------------------------------------------------------------------- CLI entry point

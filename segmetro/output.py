@@ -169,10 +169,17 @@ class Progress:
 def delivery_status(stats: Any) -> str:
     """One status line of the sender's live counters."""
     rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
-    return (
+    line = (
         f"sent {stats.sent} ({rate:.0f}/s), failed {stats.failed}, retrying {stats.retrying}, "
         f"in flight {stats.in_flight}, concurrency {stats.concurrency}"
     )
+    if stats.pace is not None:
+        line += f", paced {stats.pace:.0f}/s"
+    if stats.hot_customers:
+        line += f", {stats.hot_customers} customer(s) rate limited"
+    if stats.retrying and stats.last_error:
+        line += f" (last error: {stats.last_error})"
+    return line
 
 
 def delivery_extra(report: Any) -> list[tuple[str, Any]]:
@@ -207,7 +214,7 @@ def _counter_line(counter: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
 
 
-def show_plan(result: Any, *, ledger: str | None) -> None:
+def show_plan(result: Any) -> None:
     """The dry-run plan, terraform style: the summary first, then breakdowns and diffs."""
     out = console()
     c = result.counts
@@ -219,8 +226,8 @@ def show_plan(result: Any, *, ledger: str | None) -> None:
             f"{c.filtered} filtered, {rejected} rejected"
         )
     )
-    if ledger is None:
-        out.print("  (no state file yet: every event is new)")
+    if result.target is not None:
+        out.print(escape(f"  ({result.target.note})"))
     for warn in result.warnings:
         warning(warn)
     if result.inputs_skipped:
@@ -300,8 +307,25 @@ def show_verify(report: Any) -> None:
             out.print(escape(f"  {title}: {shown}"))
 
 
+def _checkpoint_json(c: Any) -> dict[str, Any]:
+    return {
+        "source": c.source,
+        "line": c.line,
+        "done": c.done,
+        "updated_at": c.updated_at,
+        "destination": c.destination,
+    }
+
+
 def show_status(
-    runs: Any, checkpoints: Any, *, ledger: int, lock: Any, path: str, as_json: bool
+    runs: Any,
+    checkpoints: Any,
+    *,
+    ledger: int,
+    lock: Any,
+    path: str,
+    destinations: Sequence[Any] = (),
+    as_json: bool,
 ) -> None:
     if as_json:
         write_json(
@@ -316,13 +340,28 @@ def show_status(
                         "started_at": r.started_at,
                         "ended_at": r.ended_at,
                         "exit_code": r.exit_code,
+                        "destination": r.destination,
                         "counts": r.counts,
                     }
                     for r in runs
                 ],
-                "checkpoints": [
-                    {"source": c.source, "line": c.line, "done": c.done, "updated_at": c.updated_at}
-                    for c in checkpoints
+                "checkpoints": [_checkpoint_json(c) for c in checkpoints],
+                "destinations": [
+                    {
+                        **d.destination.to_json(),
+                        "ledger": d.ledger,
+                        "checkpoints": len(d.checkpoints),
+                        "undeliverable": [
+                            {
+                                "run_id": u.run_id,
+                                "events": u.events,
+                                "delivered_since": u.delivered_since,
+                                "open": u.still_open,
+                            }
+                            for u in d.undeliverable
+                        ],
+                    }
+                    for d in destinations
                 ],
             }
         )
@@ -334,17 +373,41 @@ def show_status(
     for r in runs:
         counts = r.counts or {}
         outcome = "unfinished" if r.exit_code is None else f"exit={r.exit_code}"
+        to = "" if r.destination is None else f" destination=#{r.destination}"
         out.print(
             escape(
                 f"  {r.started_at} {r.id} {r.command} {outcome} "
                 f"read={counts.get('read', '-')} sent={counts.get('sent', '-')} "
-                f"rejected={counts.get('rejected_total', '-')}"
+                f"rejected={counts.get('rejected_total', '-')}{to}"
             )
         )
-    out.print(escape(f"checkpoints ({len(checkpoints)}):"))
-    for c in checkpoints:
-        state = "done" if c.done else f"line {c.line}"
-        out.print(escape(f"  {c.source}: {state} ({c.updated_at})"))
+    out.print(escape(f"destinations ({len(destinations)}):"))
+    for d in destinations:
+        dest = d.destination
+        out.print(
+            escape(
+                f"  #{dest.id} {dest.api_url} account {dest.fingerprint}: {d.ledger} delivered "
+                f"events, {len(d.checkpoints)} checkpoints"
+            )
+        )
+        for c in d.checkpoints:
+            state = "done" if c.done else f"line {c.line}"
+            out.print(escape(f"    {c.source}: {state} ({c.updated_at})"))
+        for u in d.undeliverable:
+            if u.delivered_since:
+                out.print(
+                    escape(
+                        f"    {u.delivered_since} undeliverable events from run {u.run_id} "
+                        "were delivered since (superseded)"
+                    )
+                )
+            if u.still_open:
+                out.print(
+                    escape(
+                        f"    {u.still_open} undeliverable events from run {u.run_id} are still "
+                        "not delivered: re-run the same command to send them"
+                    )
+                )
 
 
 def write_json(obj: Any) -> None:

@@ -29,8 +29,11 @@ from segmetro.state import (
     UNRECORDED_PAYLOAD,
     Checkpoint,
     CheckpointTracker,
+    Destination,
+    DestinationState,
     LedgerEntry,
     StateDB,
+    normalize_api_url,
 )
 from segmetro.window import Window
 
@@ -42,11 +45,18 @@ class RejectSink:
     """Counts every reject, keeps the first few for display, and writes all of them to a file.
 
     A write that fails (disk full, a bad path) is a `ConfigError`: the run stops rather than
-    lose a reject, and nothing is checkpointed past what was written.
+    lose a reject, and nothing is checkpointed past what was written. A ``lazy`` sink (a run's
+    own rejects file) creates the file and its directory at the first reject, so a run without
+    rejects leaves no empty file behind.
     """
 
     def __init__(
-        self, path: Path | None, *, append: bool = False, run_id: str | None = None
+        self,
+        path: Path | None,
+        *,
+        append: bool = False,
+        run_id: str | None = None,
+        lazy: bool = False,
     ) -> None:
         self.path = path
         self.append = append
@@ -55,11 +65,22 @@ class RejectSink:
         self.written = 0
         self.failed = False
         self._fh: IO[bytes] | None = None
-        if path is not None:
-            try:
-                self._fh = path.open("ab" if append else "wb")
-            except OSError as exc:
-                raise self._error(exc) from None
+        self._pending_open = path is not None and lazy
+        if path is not None and not lazy:
+            self._fh = self._open(path)
+
+    def _open(self, path: Path) -> IO[bytes]:
+        try:
+            if self._pending_open:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("ab" if self.append else "wb")
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    @property
+    def opened(self) -> bool:
+        """Whether a file was (or is being) written: the path a summary may name."""
+        return self.path is not None and not self._pending_open
 
     def _error(self, exc: OSError) -> ConfigError:
         self.failed = True
@@ -68,6 +89,9 @@ class RejectSink:
     def add(self, reject: Reject) -> None:
         if len(self.shown) < SHOWN_REJECTS:
             self.shown.append(reject)
+        if self._pending_open and self.path is not None:
+            self._fh = self._open(self.path)
+            self._pending_open = False
         if self._fh is not None:
             entry = reject.to_json()
             if self.run_id is not None:
@@ -99,6 +123,11 @@ class RejectSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_rejects_path(state_path: Path, run_id: str) -> Path:
+    """Where a replay run without ``--rejects`` writes its rejects: a file of its own."""
+    return state_path.parent / "rejects" / f"{run_id}.jsonl"
 
 
 def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: bool) -> None:
@@ -335,6 +364,7 @@ class ReplayReport:
             inputs=self.inputs_total,
             inputs_skipped=self.inputs_skipped,
             run_id=self.run_id,
+            rejects_path=None if self.rejects_path is None else str(self.rejects_path),
             warnings=self.warnings,
             exit_code=self.exit_code,
             error=self.fatal,
@@ -370,7 +400,9 @@ class Resume:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_resume(inputs: InputSet, state: StateDB, signature: str, window: Window) -> Resume:
+def plan_resume(
+    inputs: InputSet, state: DestinationState, signature: str, window: Window
+) -> Resume:
     """Skip finished inputs and resume partly read ones, when their checkpoint still applies.
 
     A checkpoint applies when the input is unchanged (size/mtime or ETag), the mapping is the
@@ -408,6 +440,66 @@ def plan_resume(inputs: InputSet, state: StateDB, signature: str, window: Window
     return resume
 
 
+@dataclass
+class PlanTarget:
+    """Which destination a dry run plans against, and why: stated with the plan."""
+
+    state: DestinationState | None
+    note: str
+    warning: str | None = None
+
+    @property
+    def destination(self) -> Destination | None:
+        return None if self.state is None else self.state.destination
+
+    def to_json(self) -> dict[str, Any]:
+        dest = self.destination
+        return {"destination": None if dest is None else dest.to_json(), "note": self.note}
+
+
+def plan_target(db: StateDB | None, api_url: str, token: str) -> PlanTarget:
+    """The destination a replay with this URL (and token, if set) would use; nothing is written.
+
+    Without a token the account is unknown: the URL's only destination is used, and when it has
+    several the plan treats every event as new rather than guess (with a warning).
+    """
+    if db is None:
+        return PlanTarget(None, "no state file yet: every event is new")
+    url = normalize_api_url(api_url)
+    if token:
+        dest = db.find_destination(url, token)
+        if dest is None:
+            return PlanTarget(
+                None, f"nothing was sent to {url} with this token yet: every event is new"
+            )
+        how = (
+            "unclaimed: a run with this token claims it"
+            if dest.account is None
+            else "the account of METRONOME_BEARER_TOKEN"
+        )
+        return PlanTarget(db.for_destination(dest), f"planned against {dest.describe()}, {how}")
+    candidates = db.destinations(url)
+    if not candidates:
+        return PlanTarget(None, f"nothing was sent to {url} yet: every event is new")
+    if len(candidates) == 1:
+        (dest,) = candidates
+        return PlanTarget(
+            db.for_destination(dest),
+            f"planned against {dest.describe()}, the only destination with this URL "
+            "(set METRONOME_BEARER_TOKEN to plan for a given account)",
+        )
+    accounts = ", ".join(d.fingerprint for d in candidates)
+    return PlanTarget(
+        None,
+        f"every event planned as new: {len(candidates)} destinations use {url}",
+        warning=(
+            f"{len(candidates)} destinations in {db.path} use {url} (accounts {accounts}); "
+            "without METRONOME_BEARER_TOKEN the plan cannot tell which one a run would send "
+            "to, so it plans as if nothing was sent. Set the token to plan for its account."
+        ),
+    )
+
+
 def read_resumed(
     objects: Sequence[InputObject],
     resume: Resume,
@@ -442,7 +534,7 @@ class _Delivery:
         counts: Counts,
         sink: RejectSink,
         *,
-        state: StateDB | None,
+        state: DestinationState | None,
         run_id: str | None,
         identities: dict[str, str],
     ) -> None:
@@ -453,6 +545,7 @@ class _Delivery:
         self.identities = identities
         self.tracker = CheckpointTracker()
         self._finished: set[str] = set()
+        self._undeliverable: list[tuple[str, str | None]] = []
 
     def register_record(self, record: Record) -> None:
         if self.state is not None:
@@ -498,6 +591,8 @@ class _Delivery:
             # Dead letters are final; undeliverable events are retried by the next run, so
             # the checkpoint must stay behind them.
             self.resolve(mapped)
+        else:
+            self._undeliverable.append((str(mapped.payload["transaction_id"]), self.run_id))
         self.save(())
 
     def save(self, entries: Sequence[LedgerEntry]) -> None:
@@ -527,7 +622,8 @@ class _Delivery:
             for source, line in lines.items()
             if source in self.identities
         ]
-        self.state.flush(delivered=entries, checkpoints=checkpoints)
+        undeliverable, self._undeliverable = self._undeliverable, []
+        self.state.flush(delivered=entries, checkpoints=checkpoints, undeliverable=undeliverable)
         for source in done:
             self._finished.discard(source)
             tracker.forget(source)
@@ -575,7 +671,7 @@ LEDGER_CHUNK = 256
 
 
 def against_ledger(
-    pending: deque[Mapped], state: StateDB | None
+    pending: deque[Mapped], state: DestinationState | None
 ) -> Iterator[tuple[Mapped, str, LedgerEntry | None]]:
     """Pop each event off `pending` with its category: ``new``, ``unchanged`` or ``changed``.
 
@@ -605,7 +701,8 @@ async def run_replay(
     window: Window,
     sender: SenderConfig,
     rejects_path: Path | None = None,
-    state: StateDB | None = None,
+    rejects_lazy: bool = False,
+    state: DestinationState | None = None,
     run_id: str | None = None,
     signature: str = "",
     resend_changed: bool = False,
@@ -616,9 +713,10 @@ async def run_replay(
 ) -> ReplayReport:
     """Send every selected event to Metronome; rejects and dead letters go to `rejects_path`.
 
-    With `state`, finished inputs are skipped, a partly read one resumes at its checkpoint,
-    events the ledger says were already delivered are not sent again, and every
-    acknowledgement advances the ledger and the checkpoints.
+    With `state` (one destination's), finished inputs are skipped, a partly read one resumes at
+    its checkpoint, events the ledger says were already delivered are not sent again, and every
+    acknowledgement advances the ledger and the checkpoints. With `rejects_lazy` the rejects
+    file is only created for a first reject; the report names it only if it was.
     """
     counts = Counts()
     stats = DeliveryStats()
@@ -649,7 +747,9 @@ async def run_replay(
     }
     main_task = asyncio.current_task()
     with (
-        RejectSink(rejects_path, append=state is not None, run_id=run_id) as sink,
+        RejectSink(
+            rejects_path, append=state is not None, run_id=run_id, lazy=rejects_lazy
+        ) as sink,
         RunDeduper() as deduper,
         _stop_on_sigterm(main_task),
     ):
@@ -718,7 +818,7 @@ async def run_replay(
                 if report.fatal is None:
                     report.fatal, report.fatal_code = str(exc), exc.exit_code
             report.not_handed = len(pending)
-            if sink.failed:
+            if sink.failed or not sink.opened:
                 report.rejects_path = None
         report.rejects = sink.shown
         return report

@@ -17,6 +17,7 @@ from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.pipeline import (
     LEDGER_CHUNK,
+    PlanTarget,
     RejectSink,
     Resume,
     against_ledger,
@@ -25,7 +26,7 @@ from segmetro.pipeline import (
     select,
 )
 from segmetro.sources import InputSet, iter_records
-from segmetro.state import UNRECORDED_PAYLOAD, StateDB
+from segmetro.state import UNRECORDED_PAYLOAD, DestinationState
 from segmetro.window import Window
 
 #: How many field diffs a plan or a diff shows; the counts cover everything.
@@ -64,6 +65,8 @@ class Plan:
     inputs_total: int = 0
     inputs_skipped: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Which destination's ledger and checkpoints the plan used, and why.
+    target: PlanTarget | None = None
 
     @property
     def exit_code(self) -> int:
@@ -92,6 +95,7 @@ class Plan:
             "inputs": self.inputs_total,
             "inputs_skipped": self.inputs_skipped,
             "warnings": self.warnings,
+            "destination": None if self.target is None else self.target.to_json(),
             "exit_code": self.exit_code,
         }
 
@@ -101,15 +105,17 @@ def plan(
     inputs: InputSet,
     *,
     window: Window,
-    state: StateDB | None,
+    state: DestinationState | None,
     resume: Resume | None = None,
     on_bytes: Callable[[int], None] | None = None,
     rejects: RejectSink | None = None,
+    target: PlanTarget | None = None,
 ) -> Plan:
     """Classify every event as a replay would, sending nothing and writing no state.
 
     With `resume` (from the same checkpoints a replay would use), finished inputs are skipped
     and partly read ones start where a replay would, so the plan is what the run will do.
+    `target` (from `plan_target`) says which destination `state` is; its warning is kept.
     """
     counts = Counts()
     resume = resume or Resume()
@@ -119,8 +125,10 @@ def plan(
         counts=counts,
         inputs_total=len(inputs.objects),
         inputs_skipped=len(skipped),
-        warnings=list(resume.warnings),
+        warnings=[target.warning] if target is not None and target.warning else [],
+        target=target,
     )
+    result.warnings.extend(resume.warnings)
     sink = rejects or RejectSink(None)
 
     def classify(pending: deque[Mapped]) -> None:

@@ -1,9 +1,16 @@
-"""SQLite state: runs, checkpoints, the sent ledger and the run lock (design §6).
+"""SQLite state: runs, destinations, checkpoints, the sent ledger and the run lock (design §6).
 
 Metronome cannot undo anything and silently ignores a second event with a known
 ``transaction_id``, so this file is the only record of what was sent. It must survive
 ``kill -9`` at any instant: the database runs in WAL mode, and every flush of ledger entries and
 checkpoints is one transaction, so a crash leaves either all of a flush or none of it.
+
+What was sent is only true of one *destination*: an API base URL and the Metronome account
+behind the token. Checkpoints, the ledger and undeliverable events are kept per destination
+(:class:`DestinationState` is the view of one), so a rehearsal against a fake or a sandbox never
+makes a production run skip events. The account is known by an HMAC-SHA256 of the token under
+a random key kept in the file (``meta``): the token itself, or anything it could be recovered
+from, is never stored. The lock stays per file.
 
 Timestamps are stored and returned as RFC 3339 UTC strings with milliseconds (the same normal
 form as payload timestamps), so they compare correctly as text.
@@ -11,41 +18,52 @@ form as payload timestamps), so they compare correctly as text.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import socket
 import sqlite3
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from segmetro.dedup import canonical_bytes, digest_canonical
-from segmetro.errors import LockedError, StateError
+from segmetro.errors import ConfigError, LockedError, StateError
 from segmetro.models import format_timestamp as format_time
 
 __all__ = [
+    "DEFAULT_API_URL",
     "SCHEMA_VERSION",
     "UNRECORDED_PAYLOAD",
     "Checkpoint",
     "CheckpointTracker",
+    "Destination",
+    "DestinationState",
+    "DestinationSummary",
     "LedgerEntry",
     "LockInfo",
     "RunInfo",
     "StateDB",
+    "UndeliverableRun",
     "format_time",
     "new_run_id",
+    "normalize_api_url",
 ]
 
 #: Version of the schema this code writes; older files are migrated on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Where rows of an older file go when no replay run recorded its ``--api-url``.
+DEFAULT_API_URL = "https://api.metronome.com"
 
 #: Shown instead of a field diff for a ledger entry from schema v1, which kept no payload.
 UNRECORDED_PAYLOAD = (
@@ -57,8 +75,6 @@ _IN_CHUNK = 500
 
 #: Option names never written to the runs table, whatever the caller passes.
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "credential", "api_key")
-
-_APP_TABLES = {"runs", "checkpoints", "ledger", "lock"}
 
 # Version 1: the first, minimal schema (no payloads, options, hosts or done flags).
 _SCHEMA_V1 = """
@@ -118,8 +134,171 @@ CREATE INDEX ledger_event_time ON ledger (event_time);
 ALTER TABLE lock ADD COLUMN host TEXT NOT NULL DEFAULT '';
 """
 
-#: ``_MIGRATIONS[v]`` turns a version-v file into version v + 1.
-_MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2}
+# Version 3: checkpoints, ledger and undeliverable events belong to a destination. The parts
+# the 2 -> 3 migration creates on their own have names.
+_V3_DESTINATIONS = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE destinations (
+    id INTEGER PRIMARY KEY, api_url TEXT NOT NULL, account TEXT,
+    created_at TEXT NOT NULL, claimed_at TEXT,
+    UNIQUE (api_url, account)
+);
+"""
+
+_V3_PER_DESTINATION = """
+CREATE TABLE checkpoints (
+    destination INTEGER NOT NULL REFERENCES destinations (id),
+    source TEXT NOT NULL, identity TEXT NOT NULL, line INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, run_id TEXT,
+    PRIMARY KEY (destination, source)
+);
+CREATE TABLE ledger (
+    destination INTEGER NOT NULL REFERENCES destinations (id),
+    transaction_id TEXT NOT NULL, digest BLOB NOT NULL, sent_at TEXT NOT NULL, run_id TEXT,
+    payload TEXT, mapping TEXT, event_type TEXT, event_day TEXT, event_time TEXT,
+    PRIMARY KEY (destination, transaction_id)
+);
+CREATE INDEX ledger_event_time ON ledger (destination, event_time);
+CREATE TABLE undeliverable (
+    destination INTEGER NOT NULL REFERENCES destinations (id),
+    transaction_id TEXT NOT NULL, run_id TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    PRIMARY KEY (destination, transaction_id, run_id)
+);
+"""
+
+_SCHEMA_V3 = (
+    _V3_DESTINATIONS
+    + """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL,
+    ended_at TEXT, exit_code INTEGER,
+    options TEXT NOT NULL DEFAULT '{}', counts TEXT, pid INTEGER, host TEXT,
+    destination INTEGER REFERENCES destinations (id)
+);
+CREATE TABLE lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT ''
+);
+"""
+    + _V3_PER_DESTINATION
+)
+
+#: The HMAC key of account fingerprints, in ``meta``.
+_ACCOUNT_KEY = "account_hmac_key"
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Give every existing checkpoint and ledger row a destination whose account is unknown.
+
+    A row goes to the API URL of the replay run that wrote it (``runs.options``); rows of runs
+    that recorded none go to the URL of the latest replay run that did, else to
+    ``DEFAULT_API_URL``. The first real run to such a URL claims the destination for its token.
+    """
+    _run_script(conn, _V3_DESTINATIONS)
+    _new_account_key(conn)
+    conn.execute("ALTER TABLE runs ADD COLUMN destination INTEGER REFERENCES destinations (id)")
+    run_urls: dict[str, str] = {}
+    fallback = DEFAULT_API_URL
+    rows = conn.execute(
+        "SELECT id, options FROM runs WHERE command = 'replay' ORDER BY started_at, id"
+    ).fetchall()
+    order = {run_id: n for n, (run_id, _) in enumerate(rows)}
+    for run_id, options in rows:
+        url = _url_of_options(options)
+        if url is not None:
+            run_urls[run_id] = fallback = url
+    by_url: dict[str, int] = {}
+
+    def destination_of(run_id: str | None) -> int:
+        url = run_urls.get(run_id or "", fallback)
+        if url not in by_url:
+            cur = conn.execute(
+                "INSERT INTO destinations (api_url, account, created_at) VALUES (?, NULL, ?)",
+                (url, _now()),
+            )
+            by_url[url] = int(cur.lastrowid or 0)
+        return by_url[url]
+
+    for table in ("checkpoints", "ledger"):
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v2")
+    conn.execute("DROP INDEX IF EXISTS ledger_event_time")
+    _run_script(conn, _V3_PER_DESTINATION)
+    conn.execute("CREATE TABLE run_destination_v2 (run_id TEXT PRIMARY KEY, destination INTEGER)")
+    run_ids = {
+        r[0]
+        for table in ("checkpoints_v2", "ledger_v2")
+        for r in conn.execute(f"SELECT DISTINCT run_id FROM {table}")
+    }
+    conn.executemany(
+        "INSERT INTO run_destination_v2 VALUES (?, ?)",
+        [
+            (run_id or "", destination_of(run_id))
+            for run_id in sorted(run_ids, key=lambda r: (order.get(r, len(order)), str(r)))
+        ],
+    )
+    join = "JOIN run_destination_v2 AS r ON r.run_id = coalesce(old.run_id, '')"
+    conn.execute(
+        "INSERT INTO checkpoints (destination, source, identity, line, updated_at, done, run_id) "
+        "SELECT r.destination, old.source, old.identity, old.line, old.updated_at, old.done, "
+        f"old.run_id FROM checkpoints_v2 AS old {join}"
+    )
+    columns = ", ".join(f"old.{c.strip()}" for c in _LEDGER_COLUMNS.split(","))
+    conn.execute(
+        f"INSERT INTO ledger (destination, {_LEDGER_COLUMNS}) "
+        f"SELECT r.destination, {columns} FROM ledger_v2 AS old {join}"
+    )
+    conn.executemany(
+        "UPDATE runs SET destination = ? WHERE id = ?",
+        [(by_url[url], run_id) for run_id, url in run_urls.items() if url in by_url],
+    )
+    conn.execute("DROP TABLE run_destination_v2")
+    conn.execute("DROP TABLE checkpoints_v2")
+    conn.execute("DROP TABLE ledger_v2")
+
+
+def _url_of_options(options: str | None) -> str | None:
+    try:
+        value = orjson.loads(options or "{}").get("api_url")
+        return normalize_api_url(value) if isinstance(value, str) else None
+    except (orjson.JSONDecodeError, AttributeError, ConfigError):
+        return None
+
+
+def _new_account_key(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)", (_ACCOUNT_KEY, secrets.token_hex(32))
+    )
+
+
+#: ``_MIGRATIONS[v]`` turns a version-v file into version v + 1, inside the open transaction.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: lambda conn: _run_script(conn, _MIGRATE_1_TO_2),
+    2: _migrate_2_to_3,
+}
+
+
+def normalize_api_url(url: str) -> str:
+    """The identity of an API base URL, so that spellings of one URL are one destination.
+
+    Scheme, lower-case host, port (unless the scheme's default) and path without a trailing
+    slash. User info, query and fragment are dropped: credentials in a URL never reach the file.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"API URL {url!r} is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not host:
+        raise ConfigError(f"API URL must start with http:// or https://, got {url!r}")
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def _now() -> str:
@@ -170,6 +349,8 @@ class Checkpoint:
     done: bool = False
     updated_at: str | None = None
     run_id: str | None = None
+    #: Id of the destination it belongs to (set on checkpoints read from the file).
+    destination: int | None = None
 
 
 @dataclass(slots=True)
@@ -238,6 +419,61 @@ class RunInfo:
     counts: dict[str, Any] | None = None
     pid: int | None = None
     host: str | None = None
+    destination: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where events were sent: an API base URL and the account behind the token.
+
+    ``account`` is the hex HMAC-SHA256 of the token under this file's random key; None for a
+    destination migrated from an older file, until the first run to its URL claims it.
+    """
+
+    id: int
+    api_url: str
+    account: str | None
+    created_at: str
+    claimed_at: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Short enough to show; meaningless outside this file, whose HMAC key is random."""
+        return self.account[:8] if self.account is not None else "unclaimed"
+
+    def describe(self) -> str:
+        return f"destination #{self.id} {self.api_url} (account {self.fingerprint})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "api_url": self.api_url,
+            "account": self.fingerprint if self.account is not None else None,
+            "claimed_at": self.claimed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliverableRun:
+    """The undeliverable events one run recorded for a destination, and how many were sent since."""
+
+    run_id: str
+    events: int
+    delivered_since: int
+
+    @property
+    def still_open(self) -> int:
+        return self.events - self.delivered_since
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationSummary:
+    """What ``status`` shows of one destination."""
+
+    destination: Destination
+    ledger: int
+    checkpoints: list[Checkpoint]
+    undeliverable: list[UndeliverableRun]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +507,8 @@ class StateDB:
         self.path = path
         #: Set by :meth:`acquire_lock` when it took over a lock left by a dead process.
         self.took_over: LockInfo | None = None
+        #: Set by :meth:`destination` when it bound an unclaimed destination to a token.
+        self.claimed: Destination | None = None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -446,16 +684,22 @@ class StateDB:
     # -- runs -------------------------------------------------------------------------------
 
     def begin_run(
-        self, command: str, options: Mapping[str, Any], *, run_id: str | None = None
+        self,
+        command: str,
+        options: Mapping[str, Any],
+        *,
+        run_id: str | None = None,
+        destination: Destination | None = None,
     ) -> str:
         """Record the start of a run; credential-like options are dropped before writing."""
         run_id = run_id or new_run_id()
+        dest = None if destination is None else destination.id
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO runs (id, command, started_at, options, pid, host) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (id, command, started_at, options, pid, host, destination) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (run_id, command, _now(), _dumps(_scrub(options)), os.getpid(),
-                 socket.gethostname()),
+                 socket.gethostname(), dest),
             )  # fmt: skip
         return run_id
 
@@ -471,8 +715,8 @@ class StateDB:
     def runs(self, limit: int = 20) -> list[RunInfo]:
         """The latest runs, newest first."""
         rows = self._conn.execute(
-            "SELECT id, command, started_at, ended_at, exit_code, options, counts, pid, host "
-            "FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            "SELECT id, command, started_at, ended_at, exit_code, options, counts, pid, host, "
+            "destination FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [
@@ -486,24 +730,141 @@ class StateDB:
                 counts=None if r[6] is None else orjson.loads(r[6]),
                 pid=r[7],
                 host=r[8],
+                destination=r[9],
             )
             for r in rows
         ]
 
-    # -- checkpoints and ledger ---------------------------------------------------------------
+    # -- destinations -----------------------------------------------------------------------
+
+    def account_of(self, token: str) -> str:
+        """The hex HMAC of a token under this file's key: who the token is, never what it is."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (_ACCOUNT_KEY,)).fetchone()
+        if row is None:
+            raise StateError(f"state file {self.path} has no account key; it is damaged")
+        return hmac.new(bytes.fromhex(row[0]), token.encode(), hashlib.sha256).hexdigest()
+
+    def destinations(self, api_url: str | None = None) -> list[Destination]:
+        """Every destination of the file (or of one API URL), oldest first."""
+        sql = "SELECT id, api_url, account, created_at, claimed_at FROM destinations"
+        params: tuple[str, ...] = ()
+        if api_url is not None:
+            sql += " WHERE api_url = ?"
+            params = (normalize_api_url(api_url),)
+        rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [Destination(*r) for r in rows]
+
+    def find_destination(self, api_url: str, token: str) -> Destination | None:
+        """The destination a run with this URL and token would use, without writing anything.
+
+        That is the one bound to the token's account, else the unclaimed one of that URL
+        (migrated from an older file), which such a run would claim.
+        """
+        url = normalize_api_url(api_url)
+        account = self.account_of(token)
+        unclaimed = None
+        for dest in self.destinations(url):
+            if dest.account == account:
+                return dest
+            if dest.account is None:
+                unclaimed = dest
+        return unclaimed
+
+    def destination(self, api_url: str, token: str) -> Destination:
+        """The destination of a real run: found, claimed, or created.
+
+        Claiming binds an unclaimed destination to this token's account; the claimed one is
+        also kept in ``claimed`` so the caller can say so.
+        """
+        url = normalize_api_url(api_url)
+        account = self.account_of(token)
+        self.claimed = None
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT id, api_url, account, created_at, claimed_at FROM destinations "
+                "WHERE api_url = ? AND (account = ? OR account IS NULL) ORDER BY account IS NULL",
+                (url, account),
+            ).fetchall()
+            if rows and rows[0][2] == account:
+                return Destination(*rows[0])
+            now = _now()
+            if rows:
+                conn.execute(
+                    "UPDATE destinations SET account = ?, claimed_at = ? WHERE id = ?",
+                    (account, now, rows[0][0]),
+                )
+                found = Destination(rows[0][0], url, account, rows[0][3], now)
+                self.claimed = found
+                return found
+            cur = conn.execute(
+                "INSERT INTO destinations (api_url, account, created_at) VALUES (?, ?, ?)",
+                (url, account, now),
+            )
+            return Destination(int(cur.lastrowid or 0), url, account, now)
+
+    def for_destination(self, destination: Destination) -> DestinationState:
+        """The checkpoints, ledger and undeliverable events of one destination."""
+        return DestinationState(self, destination)
+
+    def summaries(self) -> list[DestinationSummary]:
+        """Every destination with its ledger size, checkpoints and undeliverable runs."""
+        out = []
+        for dest in self.destinations():
+            view = self.for_destination(dest)
+            out.append(
+                DestinationSummary(
+                    destination=dest,
+                    ledger=view.ledger_size(),
+                    checkpoints=view.checkpoints(),
+                    undeliverable=view.undeliverable(),
+                )
+            )
+        return out
+
+    # -- the whole file -----------------------------------------------------------------------
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Checkpoints of every destination, by destination then source."""
+        rows = self._conn.execute(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY destination, source"
+        ).fetchall()
+        return [_checkpoint_row(r) for r in rows]
+
+    def ledger_size(self) -> int:
+        """Delivered events of every destination."""
+        return int(self._conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+
+
+_CHECKPOINT_COLUMNS = "source, identity, line, done, updated_at, run_id, destination"
+
+
+class DestinationState:
+    """One destination's view of the state: what the pipeline, the plan and verify use.
+
+    Every query and write is confined to the destination, so a run against another URL or
+    account starts from zero.
+    """
+
+    def __init__(self, db: StateDB, destination: Destination) -> None:
+        self.db = db
+        self.destination = destination
+        self._id = destination.id
+
+    @property
+    def path(self) -> Path:
+        return self.db.path
 
     def checkpoint(self, source: str) -> Checkpoint | None:
-        row = self._conn.execute(
-            "SELECT source, identity, line, done, updated_at, run_id FROM checkpoints "
-            "WHERE source = ?",
-            (source,),
+        row = self.db._conn.execute(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE destination = ? AND source = ?",
+            (self._id, source),
         ).fetchone()
         return None if row is None else _checkpoint_row(row)
 
     def checkpoints(self) -> list[Checkpoint]:
-        rows = self._conn.execute(
-            "SELECT source, identity, line, done, updated_at, run_id FROM checkpoints "
-            "ORDER BY source"
+        rows = self.db._conn.execute(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE destination = ? ORDER BY source",
+            (self._id,),
         ).fetchall()
         return [_checkpoint_row(r) for r in rows]
 
@@ -512,15 +873,20 @@ class StateDB:
         *,
         delivered: Iterable[LedgerEntry] = (),
         checkpoints: Iterable[Checkpoint] = (),
+        undeliverable: Iterable[tuple[str, str | None]] = (),
     ) -> None:
-        """Write delivered events and the checkpoints they allow in ONE transaction.
+        """Write delivered events, the checkpoints they allow and undeliverable events in ONE
+        transaction.
 
         A checkpoint must never be on disk without the ledger entries before it, so callers
-        that advance both should use this rather than the two separate calls.
+        that advance both should use this rather than the separate calls. ``undeliverable``
+        holds ``(transaction_id, run_id)`` pairs of events whose retries were exhausted.
         """
         now = _now()
+        dest = self._id
         ledger_rows = [
             (
+                dest,
                 e.transaction_id,
                 e.digest,
                 e.payload_json,
@@ -534,24 +900,31 @@ class StateDB:
             for e in delivered
         ]
         checkpoint_rows = [
-            (c.source, c.identity, c.line, int(c.done), c.updated_at or now, c.run_id)
+            (dest, c.source, c.identity, c.line, int(c.done), c.updated_at or now, c.run_id)
             for c in checkpoints
         ]
-        if not ledger_rows and not checkpoint_rows:
+        undeliverable_rows = [(dest, tid, run_id or "", now) for tid, run_id in undeliverable]
+        if not ledger_rows and not checkpoint_rows and not undeliverable_rows:
             return
-        with self._transaction() as conn:
+        with self.db._transaction() as conn:
             # Metronome keeps the first payload for an id, so the ledger does too.
             conn.executemany(
-                f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (transaction_id) DO NOTHING",
+                f"INSERT INTO ledger (destination, {_LEDGER_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (destination, transaction_id) DO NOTHING",
                 ledger_rows,
             )
             conn.executemany(
-                "INSERT INTO checkpoints (source, identity, line, done, updated_at, run_id) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
-                "identity = excluded.identity, line = excluded.line, done = excluded.done, "
+                "INSERT INTO checkpoints (destination, source, identity, line, done, updated_at, "
+                "run_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination, source) DO UPDATE "
+                "SET identity = excluded.identity, line = excluded.line, done = excluded.done, "
                 "updated_at = excluded.updated_at, run_id = excluded.run_id",
                 checkpoint_rows,
+            )
+            conn.executemany(
+                "INSERT INTO undeliverable (destination, transaction_id, run_id, recorded_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                undeliverable_rows,
             )
 
     def save_checkpoints(self, updates: Iterable[Checkpoint]) -> None:
@@ -564,25 +937,48 @@ class StateDB:
         """Entries for the ids that are in the ledger (batched ``IN`` queries)."""
         found: dict[str, LedgerEntry] = {}
         unique = list(dict.fromkeys(transaction_ids))
+        conn = self.db._conn
         for start in range(0, len(unique), _IN_CHUNK):
             chunk = unique[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self._conn.execute(
-                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE transaction_id IN ({marks})", chunk
+            for row in conn.execute(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger "
+                f"WHERE destination = ? AND transaction_id IN ({marks})",
+                [self._id, *chunk],
             ):
                 found[row[0]] = _ledger_row(row)
         return found
 
     def ledger_size(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+        return int(
+            self.db._conn.execute(
+                "SELECT count(*) FROM ledger WHERE destination = ?", (self._id,)
+            ).fetchone()[0]
+        )
 
     def ledger_sample(self, n: int, *, since: datetime) -> list[LedgerEntry]:
         """Up to ``n`` random entries whose event timestamp is at or after ``since``."""
-        rows = self._conn.execute(
-            f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE event_time >= ? ORDER BY random() LIMIT ?",
-            (format_time(since), n),
+        rows = self.db._conn.execute(
+            f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE destination = ? AND event_time >= ? "
+            "ORDER BY random() LIMIT ?",
+            (self._id, format_time(since), n),
         ).fetchall()
         return [_ledger_row(r) for r in rows]
+
+    def undeliverable(self) -> list[UndeliverableRun]:
+        """Undeliverable events by run, oldest run first, with how many a later run delivered.
+
+        An event counts as delivered since when the ledger holds its ``transaction_id`` with a
+        send time after it was recorded undeliverable.
+        """
+        rows = self.db._conn.execute(
+            "SELECT u.run_id, count(*), count(l.transaction_id) FROM undeliverable AS u "
+            "LEFT JOIN ledger AS l ON l.destination = u.destination "
+            "AND l.transaction_id = u.transaction_id AND l.sent_at >= u.recorded_at "
+            "WHERE u.destination = ? GROUP BY u.run_id ORDER BY min(u.recorded_at), u.run_id",
+            (self._id,),
+        ).fetchall()
+        return [UndeliverableRun(r[0], r[1], r[2]) for r in rows]
 
 
 def _checkpoint_row(row: Sequence[Any]) -> Checkpoint:
@@ -593,6 +989,7 @@ def _checkpoint_row(row: Sequence[Any]) -> Checkpoint:
         done=bool(row[3]),
         updated_at=row[4],
         run_id=row[5],
+        destination=row[6],
     )
 
 
@@ -623,10 +1020,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                     f"{path} is an SQLite file but not a segmetro state file "
                     f"(it has tables {', '.join(sorted(tables))})"
                 )
-            _run_script(conn, _SCHEMA_V2)
+            _run_script(conn, _SCHEMA_V3)
+            _new_account_key(conn)
         else:
             while version < SCHEMA_VERSION:
-                _run_script(conn, _MIGRATIONS[version])
+                _MIGRATIONS[version](conn)
                 version += 1
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")

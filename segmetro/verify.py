@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from segmetro.delivery import SenderConfig, search_events
-from segmetro.state import LedgerEntry, StateDB
+from segmetro.state import DestinationState, LedgerEntry
 from segmetro.window import MAX_AGE
 
 
@@ -53,7 +53,7 @@ def _differs(entry: LedgerEntry, row: dict[str, Any]) -> bool:
 
 
 async def verify_sample(
-    state: StateDB,
+    state: DestinationState,
     *,
     sample: int,
     now: datetime,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
-from collections.abc import Coroutine
-from typing import Any, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 import orjson
@@ -68,12 +68,14 @@ class Recorder:
     def delivered(self, items: Any) -> None:
         for item in items:
             tid = item.payload["transaction_id"]
-            assert tid not in self.acked and tid not in self.dead
+            assert tid not in self.acked
+            assert tid not in self.dead
             self.acked[tid] = self.clock.now
 
     def failed(self, item: Outbound, reason: str, detail: str) -> None:
         tid = item.payload["transaction_id"]
-        assert tid not in self.acked and tid not in self.dead
+        assert tid not in self.acked
+        assert tid not in self.dead
         self.dead[tid] = (reason, detail)
 
 
@@ -229,7 +231,7 @@ def test_progress_resets_the_stall_timer() -> None:
     """A slow but moving run is never a stall, however long it takes."""
     clock = Clock()
     handler = limited_server(clock, 2.0, burst=10)  # 2 events/s: 50 events take ~20 s
-    rec, stats = run([ev(i) for i in range(50)], handler, clock, max_stall=10.0, batch_size=5)
+    rec, _stats = run([ev(i) for i in range(50)], handler, clock, max_stall=10.0, batch_size=5)
     assert len(rec.acked) == 50
     assert clock.now > 10.0
 
@@ -242,7 +244,8 @@ def test_the_pace_finds_the_server_limit_without_any_hint(limit: float) -> None:
     clock = Clock()
     n = int(limit * 30)
     rec, stats = run([ev(i) for i in range(n)], limited_server(clock, limit), clock)
-    assert len(rec.acked) == n and not rec.dead
+    assert len(rec.acked) == n
+    assert not rec.dead
     allowed = limit + limit * clock.now  # the bucket's burst, then the limit
     assert n / allowed >= 0.9
     assert stats.pace is not None
@@ -272,7 +275,8 @@ def test_a_user_rate_cap_is_never_exceeded_by_the_learned_pace() -> None:
     for _ in range(50):
         pacer.accepted(100)
     pacer.limited(sent_at=10.0, batch=100)
-    assert pacer.rate() is not None and pacer.rate() <= 100.0  # type: ignore[operator]
+    assert pacer.rate() is not None
+    assert pacer.rate() <= 100.0
 
 
 # --------------------------------------------------------------------- customer limits
@@ -284,7 +288,8 @@ def test_a_hot_customer_does_not_stall_the_others() -> None:
     handler = limited_server(clock, 100_000.0, per_customer={"hot": 50.0}, log=log)
     items = [ev(i, "hot" if i % 2 else f"cool-{i % 7}") for i in range(2000)]
     rec, stats = run(items, handler, clock)
-    assert len(rec.acked) == 2000 and not rec.dead
+    assert len(rec.acked) == 2000
+    assert not rec.dead
     hot_done = max(t for tid, t in rec.acked.items() if int(tid[1:]) % 2)
     cool_done = max(t for tid, t in rec.acked.items() if not int(tid[1:]) % 2)
     assert hot_done >= 1000 / 50.0 * 0.9  # the hot customer went at its own limit...
@@ -292,7 +297,8 @@ def test_a_hot_customer_does_not_stall_the_others() -> None:
     assert stats.hot_customers == 1
     first_limited = next(t for t, who, s in log if s == 429)
     later = [who for t, who, s in log if t > first_limited + 1.0 and "hot" in who]
-    assert later and all(who == ["hot"] for who in later)  # batched apart
+    assert later
+    assert all(who == ["hot"] for who in later)
 
 
 def test_a_customer_429_on_a_mixed_batch_resends_per_customer() -> None:

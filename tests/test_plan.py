@@ -146,8 +146,9 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     assert orjson.loads(sent.stdout)["sent"] == SAMPLE_NEW
     db_bytes = state.read_bytes()
 
-    # The plan is what a replay would do: every input is finished, nothing to send.
-    again = dry_run(runner, mapping, EVENTS, "--json", state=state)
+    # The plan is what a replay (to the same URL) would do: every input is finished.
+    url = ("--api-url", server.url)
+    again = dry_run(runner, mapping, EVENTS, "--json", *url, state=state)
     assert again.exit_code == 0, again.output
     plan = orjson.loads(again.stdout)
     assert (plan["inputs"], plan["inputs_skipped"]) == (3, 3)
@@ -157,10 +158,14 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     # Read again from the start (a new state copy without checkpoints), all are unchanged.
     fresh = tmp_path / "ledger-only.db"
     with StateDB.open(state) as source, StateDB.open(fresh) as target:
-        target.flush(
-            delivered=source.ledger_sample(10_000, since=SAMPLES_NOW_DT - timedelta(days=60))
+        sent = source.find_destination(server.url, TOKEN)
+        assert sent is not None
+        target.for_destination(target.destination(server.url, TOKEN)).flush(
+            delivered=source.for_destination(sent).ledger_sample(
+                10_000, since=SAMPLES_NOW_DT - timedelta(days=60)
+            )
         )
-    plan = orjson.loads(dry_run(runner, mapping, EVENTS, "--json", state=fresh).stdout)
+    plan = orjson.loads(dry_run(runner, mapping, EVENTS, "--json", *url, state=fresh).stdout)
     assert plan["plan"]["new"] == 0
     assert plan["plan"]["unchanged"] == SAMPLE_NEW
     assert plan["plan"]["changed"] == 0
@@ -168,7 +173,7 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
 
     # A new version of the mapping renames one property value on some events.
     renamed = write_mapping(tmp_path, "mapping-v2.yaml", renamed=True)
-    changed = dry_run(runner, renamed, EVENTS, state=state)
+    changed = dry_run(runner, renamed, EVENTS, *url, state=state)
     assert changed.exit_code == 1
     lines = changed.stderr.splitlines()
     assert lines[0] == (
@@ -182,7 +187,7 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     diffs = [line.strip() for line in lines if line.startswith("      ")]
     assert diffs == ['~ properties.plan: "enterprise" -> "ent"'] * 10  # a sample of 10
     assert sum(1 for line in lines if line.startswith("  ~ ajs-")) == 10
-    as_json = orjson.loads(dry_run(runner, renamed, EVENTS, "--json", state=state).stdout)
+    as_json = orjson.loads(dry_run(runner, renamed, EVENTS, "--json", *url, state=state).stdout)
     assert as_json["plan"]["changed"] == ENTERPRISE_JOBS
     assert as_json["by_event_type"]["Job Completed"] == {
         "changed": ENTERPRISE_JOBS,

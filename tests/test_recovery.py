@@ -370,6 +370,8 @@ def test_dry_run_with_resend_changed_reads_everything(
             MAPPING,
             "--now",
             SAMPLES_NOW,
+            "--api-url",
+            server.url,
             "--state",
             str(state),
             str(src),
@@ -380,7 +382,7 @@ def test_dry_run_with_resend_changed_reads_everything(
         app,
         [
             "replay", "--dry-run", "--json", "--resend-changed", "-m", MAPPING, "--now",
-            SAMPLES_NOW, "--state", str(state), str(src),
+            SAMPLES_NOW, "--api-url", server.url, "--state", str(state), str(src),
         ],
     )  # fmt: skip
     plan = orjson.loads(resend.stdout)

@@ -21,15 +21,22 @@ import segmetro
 from segmetro.dedup import canonical_bytes, payload_digest
 from segmetro.errors import LockedError, StateError
 from segmetro.state import (
+    DEFAULT_API_URL,
     SCHEMA_VERSION,
     Checkpoint,
     CheckpointTracker,
+    DestinationState,
     LedgerEntry,
     StateDB,
     format_time,
 )
 
 ROOT = Path(segmetro.__file__).resolve().parent.parent
+
+
+def _view(db: StateDB, url: str = DEFAULT_API_URL, token: str = "tok-a") -> DestinationState:
+    """The state of one destination, created (or claimed) as a real run would."""
+    return db.for_destination(db.destination(url, token))
 
 
 def _payload(tid: str, ts: str = "2024-05-01T10:00:00.000Z", **props: Any) -> dict[str, Any]:
@@ -48,16 +55,18 @@ def _payload(tid: str, ts: str = "2024-05-01T10:00:00.000Z", **props: Any) -> di
 def test_open_creates_parents_wal_and_current_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "state.db"
     with StateDB.open(path) as db:
-        assert db.schema_version == SCHEMA_VERSION == 2
+        assert db.schema_version == SCHEMA_VERSION == 3
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
-    assert {"runs", "checkpoints", "ledger", "lock"} <= tables
+    assert {
+        "meta", "destinations", "runs", "checkpoints", "ledger", "undeliverable", "lock"
+    } <= tables  # fmt: skip
     with StateDB.open(str(path)) as db:  # reopening is a no-op
-        assert db.schema_version == 2
+        assert db.schema_version == 3
 
 
 _V1 = """
@@ -85,7 +94,7 @@ def test_migrates_a_version_1_file(tmp_path: Path) -> None:
     conn.close()
 
     with StateDB.open(path) as db:
-        assert db.schema_version == 2
+        assert db.schema_version == 3
         [run] = db.runs()
         assert (run.id, run.command, run.exit_code, run.options, run.counts) == (
             "r1",
@@ -101,19 +110,32 @@ def test_migrates_a_version_1_file(tmp_path: Path) -> None:
             42,
             False,
         )
-        old = db.ledger_lookup(["t-old"])["t-old"]
+        # v1 recorded no --api-url: its rows go to the default URL, account unknown.
+        [dest] = db.destinations()
+        assert (dest.api_url, dest.account, dest.fingerprint) == (
+            DEFAULT_API_URL,
+            None,
+            "unclaimed",
+        )
+        assert old_cp.destination == dest.id
+        view = _view(db)
+        assert db.claimed is not None
+        assert view.destination.id == dest.id
+        old = view.ledger_lookup(["t-old"])["t-old"]
         assert old.payload is None  # v1 kept no payloads
         assert old.digest == bytes.fromhex("00112233445566778899aabbccddeeff")
-        # The migrated file takes every v2 write.
-        db.record_delivered([LedgerEntry.from_payload(_payload("t-new"), mapping="m")])
-        db.save_checkpoints([Checkpoint("/data/a.jsonl", "10:1700000000", 50, done=True)])
-        run_id = db.begin_run("replay", {"batch_size": 10})
+        # The migrated file takes every v3 write.
+        view.record_delivered([LedgerEntry.from_payload(_payload("t-new"), mapping="m")])
+        view.save_checkpoints([Checkpoint("/data/a.jsonl", "10:1700000000", 50, done=True)])
+        run_id = db.begin_run("replay", {"batch_size": 10}, destination=view.destination)
         db.end_run(run_id, {"read": 1}, 0)
         db.acquire_lock(run_id)
         assert db.lock_holder() is not None
-        assert db.ledger_size() == 2
+        assert db.ledger_size() == view.ledger_size() == 2
     with StateDB.open(path) as db:
-        cp = db.checkpoint("/data/a.jsonl")
+        view = _view(db)
+        assert db.claimed is None  # claimed once, by the first run
+        cp = view.checkpoint("/data/a.jsonl")
         assert cp is not None
         assert (cp.line, cp.done) == (50, True)
 
@@ -123,9 +145,9 @@ def test_newer_version_asks_to_upgrade(tmp_path: Path) -> None:
     with StateDB.open(path):
         pass
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.close()
-    with pytest.raises(StateError, match=r"newer segmetro.*version 3.*upgrade segmetro"):
+    with pytest.raises(StateError, match=r"newer segmetro.*version 4.*upgrade segmetro"):
         StateDB.open(path)
 
 
@@ -192,7 +214,8 @@ def test_runs_record_options_without_secrets(tmp_path: Path) -> None:
 
 
 def test_checkpoints_upsert(tmp_path: Path) -> None:
-    with StateDB.open(tmp_path / "s.db") as db:
+    with StateDB.open(tmp_path / "s.db") as state:
+        db = _view(state)
         assert db.checkpoint("a") is None
         db.save_checkpoints([Checkpoint("b", "1:2", 10, run_id="r"), Checkpoint("a", "3:4", 5)])
         db.save_checkpoints([Checkpoint("a", "3:4", 9, done=True)])
@@ -206,7 +229,8 @@ def test_checkpoints_upsert(tmp_path: Path) -> None:
 
 
 def test_ledger_record_lookup_and_first_payload_wins(tmp_path: Path) -> None:
-    with StateDB.open(tmp_path / "s.db") as db:
+    with StateDB.open(tmp_path / "s.db") as state:
+        db = _view(state)
         entries = [
             LedgerEntry.from_payload(_payload(f"t{i}", n=i), mapping="jobs", run_id="r1")
             for i in range(1200)
@@ -236,7 +260,8 @@ def test_ledger_record_lookup_and_first_payload_wins(tmp_path: Path) -> None:
 
 
 def test_ledger_sample_respects_window(tmp_path: Path) -> None:
-    with StateDB.open(tmp_path / "s.db") as db:
+    with StateDB.open(tmp_path / "s.db") as state:
+        db = _view(state)
         db.record_delivered(
             [
                 LedgerEntry.from_payload(_payload(f"old{i}", "2024-01-01T00:00:00.000Z"))
@@ -260,7 +285,8 @@ def test_ledger_sample_respects_window(tmp_path: Path) -> None:
 
 
 def test_flush_is_all_or_nothing(tmp_path: Path) -> None:
-    with StateDB.open(tmp_path / "s.db") as db:
+    with StateDB.open(tmp_path / "s.db") as state:
+        db = _view(state)
         good = LedgerEntry.from_payload(_payload("ok"))
         bad = LedgerEntry("bad", digest=object())  # type: ignore[arg-type]
         with pytest.raises(sqlite3.Error):
@@ -352,9 +378,10 @@ _WRITER = """
 import sys
 from segmetro.state import Checkpoint, LedgerEntry, StateDB
 
-db = StateDB.open(sys.argv[1])
-db.acquire_lock(sys.argv[2])
-run = db.begin_run("replay", {})
+state = StateDB.open(sys.argv[1])
+state.acquire_lock(sys.argv[2])
+db = state.for_destination(state.destination("https://api.metronome.com", "tok"))
+run = state.begin_run("replay", {})
 cp = db.checkpoint("src")
 line = 0 if cp is None else cp.line
 print("ready", flush=True)
@@ -397,7 +424,7 @@ def test_sigkill_mid_write_leaves_a_consistent_file(tmp_path: Path) -> None:
                 ids = {r[0] for r in conn.execute("SELECT transaction_id FROM ledger")}
             finally:
                 conn.close()
-            cp = db.checkpoint("src")
+            cp = _view(db, token="tok").checkpoint("src")
             line = 0 if cp is None else cp.line
             # Invariant: the checkpoint and the ledger moved together, flush by flush.
             assert ids == {f"src:{i}" for i in range(1, line + 1)}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segmetro.errors import StateError
-from segmetro.state import SCHEMA_VERSION, LedgerEntry, StateDB
+from segmetro.state import DEFAULT_API_URL, SCHEMA_VERSION, LedgerEntry, StateDB
 
 
 def test_readonly_never_creates_a_file(tmp_path: Path) -> None:
@@ -22,15 +22,21 @@ def test_readonly_reads_but_refuses_to_write(tmp_path: Path) -> None:
     payload = {"transaction_id": "t1", "customer_id": "c", "event_type": "e",
                "timestamp": "2026-11-25T00:00:00.000Z"}  # fmt: skip
     with StateDB.open(path) as db:
-        db.flush(delivered=[LedgerEntry.from_payload(payload, run_id="r1")])
+        view = db.for_destination(db.destination(DEFAULT_API_URL, "tok"))
+        view.flush(delivered=[LedgerEntry.from_payload(payload, run_id="r1")])
     before = path.read_bytes()
     with StateDB.open(path, readonly=True) as db:
         assert db.schema_version == SCHEMA_VERSION
-        assert set(db.ledger_lookup(["t1", "t2"])) == {"t1"}
+        dest = db.find_destination(DEFAULT_API_URL, "tok")
+        assert dest is not None
+        assert set(db.for_destination(dest).ledger_lookup(["t1", "t2"])) == {"t1"}
+        assert db.find_destination(DEFAULT_API_URL, "another-tok") is None
         with pytest.raises(StateError, match="cannot write state file"):
             db.acquire_lock("r2")
         with pytest.raises(StateError, match="readonly"):
             db.begin_run("replay", {})
+        with pytest.raises(StateError, match="cannot write state file"):
+            db.destination(DEFAULT_API_URL, "another-tok")
     assert path.read_bytes() == before
 
 
@@ -53,7 +59,10 @@ def test_readonly_on_an_older_schema_migrates_a_copy_in_memory(tmp_path: Path) -
     before = path.read_bytes()
     with StateDB.open(path, readonly=True) as db:
         assert db.schema_version == SCHEMA_VERSION
-        (entry,) = db.ledger_lookup(["t-old"]).values()
+        dest = db.find_destination(DEFAULT_API_URL, "any-token")
+        assert dest is not None
+        assert dest.account is None  # unclaimed, and a read-only open claims nothing
+        (entry,) = db.for_destination(dest).ledger_lookup(["t-old"]).values()
         assert entry.payload is None
         assert db.lock_holder() is None
     assert path.read_bytes() == before
