@@ -517,6 +517,9 @@ def replay(
             raise
         finally:
             summary = report.to_json() if report is not None else {}
+            failed_first = report is None or (report.fatal is not None and not report.delivery.sent)
+            if db.claimed is not None and failed_first:
+                db.unclaim(db.claimed)
             if begun:
                 db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
             db.release_lock(run_id)

@@ -802,6 +802,18 @@ class StateDB:
             )
             return Destination(int(cur.lastrowid or 0), url, account, now)
 
+    def unclaim(self, destination: Destination) -> None:
+        """Give back a claim made by a run that failed before Metronome accepted anything.
+
+        A refused or mistyped token must not take over the checkpoints and ledger of the
+        account that wrote them.
+        """
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE destinations SET account = NULL, claimed_at = NULL WHERE id = ?",
+                (destination.id,),
+            )
+
     def for_destination(self, destination: Destination) -> DestinationState:
         """The checkpoints, ledger and undeliverable events of one destination."""
         return DestinationState(self, destination)

@@ -397,6 +397,17 @@ def test_a_migrated_v2_state_is_claimed_by_the_first_run_to_its_url(
             )  # fmt: skip
     conn.close()
 
+    old.configure(fail_status=403)  # a refused token, with new events to send, claims nothing
+    extra = write_jsonl(tmp_path / "extra.jsonl", [{"type": "track", "event": "API Call",
+        "messageId": "extra-1", "timestamp": SAMPLES_NOW, "context": {"groupId": "acme"},
+        "properties": {}}])  # fmt: skip
+    refused = replay(runner, mapping, old.url, str(extra), "--json")
+    assert refused.exit_code == 3, refused.output
+    with StateDB.open(state, readonly=True) as db:
+        assert [d.account for d in db.destinations()] == [None]
+    old.configure(fail_status=None)
+    old.reset()
+
     claim = replay(runner, mapping, old.url, EVENTS, "--json")
     assert claim.exit_code == 1, claim.output
     summary = orjson.loads(claim.stdout)
