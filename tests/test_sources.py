@@ -194,11 +194,11 @@ CASES: list[tuple[str, str, Callable[[], bytes], dict[str, Any], list[Any], list
         [(Reason.CORRUPT_GZIP, 3)],
     ),
     (
-        "gzip magic but not gzip",
+        "gzip magic but not gzip: read as plain text, no line lost",
         "a.jsonl",
-        lambda: b"\x1f\x8b" + b"this is not gzip\n" + jsonl(1),
+        lambda: b"\x1f\x8b" + b"this is not gzip\n" + jsonl(2),
         {},
-        [],
+        [(2, ev(2))],
         [(Reason.CORRUPT_GZIP, 1)],
     ),
     (
@@ -913,3 +913,125 @@ def test_a_member_is_spooled_in_flat_memory(
     else:
         assert files == [1]
         assert peak < 6 * MB, peak
+
+
+# A file that starts with the gzip magic bytes but does not go on as a gzip header is not gzip:
+# it is read as plain text. Its first line holds the magic bytes (never JSON): one corrupt_gzip
+# reject at line 1 that says why; every other line comes out as usual (hypothesis found
+# b"\x1f\x8b\n{}" losing line 2, and b"\x1f\x8b\n\x00" losing the reject of line 2).
+NOT_GZIP = [
+    pytest.param(b"\x1f\x8b\n{}", [(2, {})], [], "it ends 5 bytes in", id="cut-header-then-object"),
+    pytest.param(b"\x1f\x8b\n\x00", [], [2], "it ends 4 bytes in", id="cut-header-then-garbage"),
+    pytest.param(b"\x1f\x8b", [], [], "it ends 2 bytes in", id="only-the-magic"),
+    pytest.param(
+        b"\x1f\x8b\x08{oops}\n" + jsonl(2) + b"{nope\n" + jsonl(4),
+        [(2, ev(2)), (4, ev(4))],
+        [3],
+        "byte 3 is 0x7b: header flags gzip reserves are set",
+        id="reserved-flags",
+    ),
+    pytest.param(  # flags 0x0a: a header CRC and a file name, which never ends
+        b"\x1f\x8b\x08\n" + jsonl(2) + b"{nope\n" + jsonl(4),
+        [(2, ev(2)), (4, ev(4))],
+        [3],
+        f"it ends {len(jsonl(2, 4)) + 10} bytes in, inside what would be a gzip header",
+        id="unterminated-name",
+    ),
+    pytest.param(
+        b"\x1f\x8b not gzip\r\n" + line(2) + b"\r\n\r\n" + line(4),
+        [(2, ev(2)), (4, ev(4))],
+        [],
+        "byte 2 is 0x20, not 0x08: no compression method gzip knows",
+        id="unknown-method-crlf",
+    ),
+]
+
+
+@pytest.mark.parametrize("read_chunk", [1, 3, 1 << 20])
+@pytest.mark.parametrize(("data", "want_records", "want_rejects", "why"), NOT_GZIP)
+def test_gzip_magic_without_a_gzip_header_loses_no_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    read_chunk: int,
+    data: bytes,
+    want_records: list[tuple[int, Any]],
+    want_rejects: list[int],
+    why: str,
+) -> None:
+    monkeypatch.setattr(_local, "READ_CHUNK", read_chunk)
+    path = tmp_path / "x.jsonl"
+    items = _items(tmp_path, data, name="x.jsonl")
+    records, rejects = split(items)
+    assert records == want_records
+    assert rejects[0] == (Reason.CORRUPT_GZIP, f"{path}:1")
+    assert [int(source.rsplit(":", 1)[1]) for _, source in rejects[1:]] == want_rejects
+    assert all(reason != Reason.CORRUPT_GZIP for reason, _ in rejects[1:])
+    first = items[0]
+    assert isinstance(first, Reject)
+    assert first.detail.startswith(
+        f"the object starts with the gzip magic bytes (1f 8b) but is not gzip ({why}"
+    )
+    assert "read as plain text: this line holds the magic bytes and was not used" in first.detail
+    assert first.raw is not None
+    assert first.raw.startswith("\x1f\\x8b")  # 1f is UTF-8 (a control character), 8b is not
+    # resuming after line 1 reads the rest the same way, without line 1's reject
+    assert split(_items(tmp_path, data, name="x.jsonl", start_line=1)) == (
+        want_records,
+        rejects[1:],
+    )
+
+
+def test_gzip_magic_then_an_object_line_exact_bytes(tmp_path: Path) -> None:
+    """The hypothesis find, pinned: the file is the 5 bytes ``1f 8b 0a 7b 7d``."""
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\x1f\x8b\n{}")
+    (obj,) = open_inputs([str(path)]).objects
+    for lazy in (False, True):
+        items = list(
+            _local.read_local(obj, start_line=0, on_bytes=None, max_line_bytes=100, lazy=lazy)
+        )
+        assert len(items) == 2
+        reject, record = items
+        assert isinstance(reject, Reject)
+        assert (reject.reason, reject.source, reject.raw) == (
+            Reason.CORRUPT_GZIP,
+            f"{path}:1",
+            "\x1f\\x8b",
+        )
+        assert reject.event is None
+        assert (Record(*record) if isinstance(record, tuple) else record) == Record(
+            {}, str(path), 2
+        )
+
+
+def test_gzip_magic_with_a_first_line_over_the_limit(tmp_path: Path) -> None:
+    data = b"\x1f\x8b\x00" + b"x" * 5000 + b"\n" + jsonl(2)
+    items = _items(tmp_path, data, name="x.jsonl", max_line_bytes=1000)
+    assert split(items)[0] == [(2, ev(2))]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert reject.reason == Reason.CORRUPT_GZIP
+    assert reject.source.endswith(":1")
+    assert "line of 5003 bytes is longer than the limit of 1000 bytes" in reject.detail
+
+
+def test_a_gzip_name_field_that_never_ends_is_not_gzip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is never buffered past MAX_HEADER: beyond it, the stream is plain text."""
+    from segmetro.sources import _reader
+
+    monkeypatch.setattr(_reader, "MAX_HEADER", 64)
+    monkeypatch.setattr(_local, "READ_CHUNK", 16)
+    data = b"\x1f\x8b\x08\x08" + b"\x01" * 6 + b"n" * 100 + b"\n" + jsonl(2)
+    items = _items(tmp_path, data, name="x.jsonl")
+    assert split(items) == ([(2, ev(2))], [(Reason.CORRUPT_GZIP, f"{tmp_path / 'x.jsonl'}:1")])
+    assert "its header does not end within 64 bytes" in items[0].detail  # type: ignore[union-attr]
+
+
+def test_a_well_formed_gzip_header_is_gzip_even_when_its_data_is_not(tmp_path: Path) -> None:
+    """Magic, deflate and valid flags make a gzip header: data that does not inflate is damage,
+    never read as plain text (no record from it)."""
+    data = b"\x1f\x8b\x08\x00" + b"\0" * 6 + b"\xff\xff\n" + jsonl(2)
+    items = _items(tmp_path, data, name="x.jsonl")
+    assert split(items)[0] == []
+    assert {reason for reason, _ in _rejects_at(items)} == {Reason.CORRUPT_GZIP}

@@ -89,6 +89,24 @@ def _is_blank(raw: bytes) -> bool:
 
 
 @PROPS
+# Plain lines whose first starts with the gzip magic bytes: not gzip, no line lost (found by
+# hypothesis).
+@example(
+    content=[("garbage", b"\x1f\x8b"), ("object", {})],
+    crlf=False,
+    gz=False,
+    final_newline=False,
+    read_chunk=1,
+    out_chunk=1,
+)
+@example(
+    content=[("garbage", b"\x1f\x8b"), ("garbage", b"\x00")],
+    crlf=False,
+    gz=False,
+    final_newline=False,
+    read_chunk=1,
+    out_chunk=1,
+)
 @given(
     content=st.lists(lines, max_size=25),
     crlf=st.booleans(),

@@ -317,6 +317,27 @@ def test_retry_resumes_inside_a_one_line_json_array(
     assert ids(items) == [f"m{k}" for k in range(40)]
 
 
+@pytest.mark.parametrize("fail_on", [{1}, {2}, {3}, {6}, {1, 2}], ids=str)
+def test_retry_in_an_object_with_the_gzip_magic_that_is_not_gzip(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, fail_on: set[int]
+) -> None:
+    """Read as plain text on every attempt: line 1 is one corrupt_gzip reject, nothing is lost
+    or repeated, whichever read fails (64-byte reads: the header sniff is read 1)."""
+    lines = [orjson.dumps({"messageId": f"m{k}"}) for k in range(2, 30)]
+    s3.put("logs", "a.jsonl", b"\x1f\x8b not gzip\n" + b"\n".join(lines) + b"\n")
+    inputs = open_inputs(["s3://logs"], endpoint_url=s3.endpoint_url)
+    gets = flaky_gets(
+        monkeypatch, {0: fail_on, 1: fail_on - {1}}, ReadTimeoutError(endpoint_url="x")
+    )
+    items = list(iter_records(inputs))
+    assert rejects(items) == [(Reason.CORRUPT_GZIP, "s3://logs/a.jsonl:1")]
+    assert [(i.line, i.event["messageId"]) for i in items if isinstance(i, Record)] == [
+        (k, f"m{k}") for k in range(2, 30)
+    ]
+    assert len(gets) > 1
+    assert "is not gzip" in next(i for i in items if isinstance(i, Reject)).detail
+
+
 def _member_lines(first: int, n: int) -> bytes:
     return b"".join(
         orjson.dumps({"messageId": f"m{k}", "pad": hashlib.sha256(b"%d" % k).hexdigest()}) + b"\n"

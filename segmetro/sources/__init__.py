@@ -7,12 +7,16 @@ holds its coordinates (``path:line`` or ``s3://bucket/key:line``; line 0 = the o
 
 Reading details:
 
-* gzip is detected by its magic bytes, member after member, and each member is verified (CRC32
-  and length) before any of its lines is used. A member that fails its check yields no records:
-  every line touching its data is a ``corrupt_gzip`` reject (with the line's object as
-  ``event`` when it parses), and reading stops where the stream can no longer be followed. A
-  *truncated* stream (cut off, e.g. an upload in progress) keeps every line before the cut and
-  adds one ``corrupt_gzip`` reject at the line where it stops.
+* gzip is detected by its header (magic bytes, deflate, known flags), member after member, and
+  each member is verified (CRC32 and length) before any of its lines is used. A member that
+  fails its check yields no records: every line touching its data is a ``corrupt_gzip`` reject
+  (with the line's object as ``event`` when it parses), and reading stops where the stream can
+  no longer be followed. A *truncated* stream (cut off, e.g. an upload in progress) keeps every
+  line before the cut and adds one ``corrupt_gzip`` reject at the line where it stops.
+* A stream that starts with the gzip magic bytes but does not go on as a gzip header (another
+  compression method, reserved flags, a header that never ends) is *not gzip*: it is read as
+  plain text, and its first line (which holds the magic bytes, so it is never JSON) is one
+  ``corrupt_gzip`` reject saying why; every other line is read as usual, so none is lost.
 * Lines are split on ``\\n`` (``\\r\\n`` works); blank lines are skipped; a UTF-8 BOM is
   ignored; lines are the physical lines of the decompressed object, counted from 1.
 * A stream whose first non-blank byte is ``[`` is read as one JSON array (streamed, element by

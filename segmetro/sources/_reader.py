@@ -2,12 +2,16 @@
 
 Two layers, both generators over byte chunks:
 
-* ``decompress`` gunzips when the stream starts with the gzip magic (whatever the name says),
+* ``decompress`` gunzips when the stream starts with a gzip header (whatever the name says),
   member after member. Each member is spooled (memory, then a temporary file) and released only
   after its CRC32 and length are checked; a member that fails is released between ``Damaged``
   and ``DAMAGE_END`` markers, and the parser turns every line touching it into a
   ``corrupt_gzip`` reject, never a record. ``StreamBreak`` is raised where the stream cannot go
-  on (truncated, or undecodable so that the next member cannot be found).
+  on (truncated, or undecodable so that the next member cannot be found). A stream that starts
+  with the gzip magic bytes but does not go on as a gzip header is not gzip: it is passed on as
+  plain content after a ``NotGzip`` marker, and the parser makes its first line (which holds
+  the magic bytes, so it is never JSON) a ``corrupt_gzip`` reject that says so; every other
+  line is read as usual.
 * ``parse_stream`` splits lines with bytes methods and parses each with ``orjson``; a stream
   whose first non-blank byte is ``[`` (and whose name does not say JSONL) is read as one JSON
   array, element by element, without loading it whole.
@@ -20,6 +24,7 @@ is sorted out only after ``orjson.loads`` has failed.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import zlib
@@ -45,6 +50,9 @@ RAW_LIMIT = 1000
 _RAW_BYTES = 4 * RAW_LIMIT + 4
 #: how much leading whitespace is examined to decide between JSONL and a JSON array
 _PROBE_LIMIT = 64 * 1024
+#: a gzip header (with its optional extra field, name and comment) ends within this many bytes;
+#: one that does not is not a gzip header (and is never buffered whole to find out)
+MAX_HEADER = 1 << 20
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 
@@ -100,13 +108,31 @@ class Damaged:
 #: closes the data of a ``Damaged`` member
 DAMAGE_END = Damaged("")
 
-Chunk = bytes | Damaged
+
+class NotGzip:
+    """The first item of a decompressed stream whose bytes start with the gzip magic but do not
+    go on as a gzip header: the stream is plain content, which follows as it is. Its first line
+    holds the magic bytes (never JSON): ``parse_stream`` makes its reject a ``corrupt_gzip`` one
+    with this ``detail``."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+Chunk = bytes | Damaged | NotGzip
 
 
 def decompress(raw: Iterable[bytes]) -> Iterator[Chunk]:
-    """Yield the content of ``raw``: gunzipped when it starts with the gzip magic bytes.
+    """Yield the content of ``raw``: gunzipped when it starts with a gzip header.
 
-    Plain content is passed through as it comes. Gzip content is verified member by member:
+    Plain content is passed through as it comes. Content that starts with the gzip magic bytes
+    but does not go on as a gzip header (an unknown compression method, reserved flags, a stream
+    that ends or runs past MAX_HEADER before the header can end) is not gzip: a ``NotGzip``
+    marker saying why, then the content as it is. (The magic bytes alone are too weak a sign to
+    give up the rest of the stream on; a header that is well formed but fails its own CRC is
+    gzip, damaged.) Gzip content is verified member by member:
     each member is decompressed into a spool and yielded only once its CRC32 and length check
     out. A member that fails is yielded between a ``Damaged`` marker and ``DAMAGE_END``; a
     stream cut short yields what was decoded before the cut (it cannot be verified, but a cut
@@ -123,7 +149,27 @@ def decompress(raw: Iterable[bytes]) -> Iterator[Chunk]:
             yield head
         yield from it
         return
-    yield from _gunzip(head, it)
+    # the bytes read to find the end of the header are replayed if it is no gzip header
+    seen = [head]
+
+    def recorded() -> Iterator[bytes]:
+        for chunk in it:
+            seen.append(chunk)
+            yield chunk
+
+    try:
+        pending = _gzip_header(head, recorded(), 1)
+    except _NoHeader as exc:
+        yield NotGzip(
+            f"the object starts with the gzip magic bytes (1f 8b) but is not gzip ({exc.why}); "
+            "it was read as plain text"
+        )
+        yield from seen
+        del seen[:]
+        yield from it
+        return
+    del seen[:]
+    yield from _gunzip(pending, it)
 
 
 def _need(pending: bytes, raw: Iterator[bytes], n: int) -> bytes:
@@ -140,37 +186,62 @@ def _truncated(member: int, where: str) -> StreamBreak:
     return StreamBreak(Reason.CORRUPT_GZIP, f"gzip data truncated: member {member} ends {where}")
 
 
+class _NoHeader(StreamBreak):
+    """What starts a member is not a gzip header: ``why`` says how. At the start of a stream this
+    means the stream is not gzip; after a member, the stream cannot be followed."""
+
+    def __init__(self, detail: str, why: str) -> None:
+        super().__init__(Reason.CORRUPT_GZIP, detail)
+        self.why = why
+
+
+def _header_cut(member: int, size: int) -> _NoHeader:
+    return _NoHeader(
+        f"gzip data truncated: member {member} ends inside its header",
+        f"it ends {size} bytes in, inside what would be a gzip header",
+    )
+
+
 def _gzip_header(pending: bytes, raw: Iterator[bytes], member: int) -> bytes:
-    """Skip the gzip header at the start of ``pending``; returns what follows it."""
+    """Skip the gzip header at the start of ``pending``; returns what follows it.
+
+    Raises ``_NoHeader`` when the bytes are no gzip header (offsets in ``why`` count from the
+    member's first byte), ``StreamBreak`` when a well-formed header fails its CRC.
+    """
     pending = _need(pending, raw, 10)
     if len(pending) < 10:
-        raise _truncated(member, "inside its header")
+        raise _header_cut(member, len(pending))
     if pending[2] != 8:
-        raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: unknown compression method")
+        why = f"byte 2 is {pending[2]:#04x}, not 0x08: no compression method gzip knows"
+        raise _NoHeader(f"gzip member {member}: unknown compression method ({why})", why)
     flags = pending[3]
     if flags & 0xE0:
-        raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: unknown header flags set")
+        why = f"byte 3 is {flags:#04x}: header flags gzip reserves are set"
+        raise _NoHeader(f"gzip member {member}: unknown header flags set ({why})", why)
     pos = 10
     if flags & 4:  # FEXTRA
         pending = _need(pending, raw, pos + 2)
         if len(pending) < pos + 2:
-            raise _truncated(member, "inside its header")
+            raise _header_cut(member, len(pending))
         pos += 2 + int.from_bytes(pending[pos : pos + 2], "little")
         pending = _need(pending, raw, pos)
         if len(pending) < pos:
-            raise _truncated(member, "inside its header")
+            raise _header_cut(member, len(pending))
     for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
         if flags & bit:
-            while (end := pending.find(b"\0", pos)) < 0:
+            while (end := pending.find(b"\0", pos, MAX_HEADER)) < 0:
+                if len(pending) >= MAX_HEADER:
+                    why = f"its header does not end within {MAX_HEADER} bytes"
+                    raise _NoHeader(f"gzip member {member}: {why}", why)
                 more = next(raw, b"")
                 if not more:
-                    raise _truncated(member, "inside its header")
+                    raise _header_cut(member, len(pending))
                 pending += more
             pos = end + 1
     if flags & 2:  # FHCRC
         pending = _need(pending, raw, pos + 2)
         if len(pending) < pos + 2:
-            raise _truncated(member, "inside its header")
+            raise _header_cut(member, len(pending))
         if zlib.crc32(pending[:pos]) & 0xFFFF != int.from_bytes(pending[pos : pos + 2], "little"):
             raise StreamBreak(Reason.CORRUPT_GZIP, f"gzip member {member}: header CRC mismatch")
         pos += 2
@@ -249,28 +320,26 @@ def _write_all(f: Any, data: bytes) -> None:
 
 
 def _gunzip(pending: bytes, raw: Iterator[bytes]) -> Iterator[Chunk]:
-    member = 0
+    """Members one after the other; ``pending`` follows the first member's header."""
+    member = 1
     while True:
-        if member:
-            # between members: zero padding is allowed, anything else must be another member
-            pending = pending.lstrip(b"\0")
-            while not pending:
-                pending = next(raw, b"")
-                if not pending:
-                    return
-                pending = pending.lstrip(b"\0")
-            pending = _need(pending, raw, 2)
-            if pending[:2] != GZIP_MAGIC:
-                raise StreamBreak(
-                    Reason.CORRUPT_GZIP, f"data after gzip member {member} is not gzip"
-                )
-        member += 1
-        pending = _gzip_header(pending, raw, member)
         spool = _Spool()
         try:
             pending = yield from _member(pending, raw, member, spool)
         finally:
             spool.close()
+        # between members: zero padding is allowed, anything else must be another member
+        pending = pending.lstrip(b"\0")
+        while not pending:
+            pending = next(raw, b"")
+            if not pending:
+                return
+            pending = pending.lstrip(b"\0")
+        pending = _need(pending, raw, 2)
+        if pending[:2] != GZIP_MAGIC:
+            raise StreamBreak(Reason.CORRUPT_GZIP, f"data after gzip member {member} is not gzip")
+        member += 1
+        pending = _gzip_header(pending, raw, member)
 
 
 def _looks_complete(last8: bytes, size: int) -> bool:
@@ -568,9 +637,55 @@ def parse_stream(
 
     ``StreamBreak`` from ``chunks`` becomes one reject at the line being read when it happened.
     ``RetryableReadError`` is re-raised with ``line`` set to that line. Every line touching the
-    data of a ``Damaged`` member is a ``corrupt_gzip`` reject.
+    data of a ``Damaged`` member is a ``corrupt_gzip`` reject. After a leading ``NotGzip``
+    marker, line 1's reject is a ``corrupt_gzip`` one that says why.
     """
     it = iter(chunks)
+    try:
+        first = next(it, None)
+    except (StreamBreak, RetryableReadError) as exc:
+        it = _raise(exc)  # reported by the readers below, at line 1
+    else:
+        if isinstance(first, NotGzip):
+            yield from _not_gzip(
+                name, first, _parse(name, it, start_line, max_line_bytes, allow_array, lazy)
+            )
+            return
+        if first is not None:
+            it = chain((first,), it)
+    yield from _parse(name, it, start_line, max_line_bytes, allow_array, lazy)
+
+
+#: the rejects line 1 of a ``NotGzip`` stream can get for its content
+_CONTENT_REASONS = frozenset((Reason.INVALID_UTF8, Reason.INVALID_JSON, Reason.LINE_TOO_LONG))
+
+
+def _not_gzip(name: str, marker: NotGzip, items: Iterator[Item]) -> Iterator[Item]:
+    """Line 1 of a stream that starts with the gzip magic bytes but is not gzip holds those
+    bytes, so it is never JSON (a ``0x1f`` byte cannot start a JSON text): its reject becomes a
+    ``corrupt_gzip`` one that says why. Every other item is as read."""
+    first = next(items, None)
+    if first is None:
+        return
+    if type(first) is Reject and first.source == f"{name}:1" and first.reason in _CONTENT_REASONS:
+        first = dataclasses.replace(
+            first,
+            reason=Reason.CORRUPT_GZIP,
+            detail=f"{marker.detail}: this line holds the magic bytes and was not used "
+            f"({first.detail})",
+        )
+    yield first
+    yield from items
+
+
+def _parse(
+    name: str,
+    it: Iterator[Chunk],
+    start_line: int,
+    max_line_bytes: int,
+    allow_array: bool,
+    lazy: bool,
+) -> Iterator[Item]:
     head: list[Chunk] = []
     if allow_array:
         probe = b""
