@@ -21,7 +21,7 @@ import random
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,57 @@ mappings:
 """
 
 
+#: the varied export's mapping: three mappings with triggers and the common directives
+VARIED_MAPPING_YAML = """\
+version: 1
+defaults:
+  timestamp: $.timestamp
+mappings:
+  - name: api
+    trigger: type = "track" and event = "API Call"
+    string_properties: true
+    fields:
+      transaction_id: {"@template": "{{messageId}}-api"}
+      customer_id: {"@coalesce": [{"@path": "$.context.groupId"}, {"@path": "$.userId"}]}
+      event_type: api_call
+      properties:
+        endpoint: $.properties.endpoint
+        status: $.properties.status
+        bytes: $.properties.bytes
+        tier:
+          "@if": {"exists": {"@path": "$.properties.plan"}, "then": {"@path": "$.properties.plan"},
+                  "else": "standard"}
+  - name: jobs
+    trigger: type = "track" and event = "Job Completed" and properties.cpu_seconds > 0
+    fields:
+      transaction_id: {"@template": "{{messageId}}-job"}
+      customer_id: $.context.groupId
+      event_type: cpu_seconds
+      properties:
+        cpu_seconds: $.properties.cpu_seconds
+        job_id: $.properties.job_id
+        region: {"@coalesce": [{"@path": "$.properties.region"}, "unknown"]}
+  - name: seats
+    trigger: type = "track" and contains(event, "Seat")
+    fields:
+      transaction_id: $.messageId
+      customer_id: $.context.groupId
+      event_type: seats
+      properties: $.properties
+"""
+
+
+def _varied_time(r: random.Random, moment: datetime) -> str:
+    """RFC 3339 as real sources write it: ms + Z, an offset, or whole seconds."""
+    form = r.random()
+    if form < 0.4:
+        return _iso(moment)
+    if form < 0.7:
+        local = moment.astimezone(timezone(timedelta(hours=2)))
+        return local.isoformat(timespec="milliseconds")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -70,8 +121,8 @@ def _properties(r: random.Random, name: str) -> dict[str, Any]:
     return {"seats": r.randint(1, 5), "plan": r.choice(PLANS)}
 
 
-def message(r: random.Random, when: datetime) -> dict[str, Any]:
-    """One Segment message at `when`."""
+def message(r: random.Random, when: datetime, *, varied: bool = False) -> dict[str, Any]:
+    """One Segment message at `when` (`varied`: its timestamp in one of several forms)."""
     user = f"user_{r.randint(1, 20000)}"
     group = r.choice(CUSTOMERS)
     sent = when + timedelta(milliseconds=r.randint(10, 900))
@@ -92,7 +143,7 @@ def message(r: random.Random, when: datetime) -> dict[str, Any]:
         "originalTimestamp": _iso(when),
         "sentAt": _iso(sent),
         "receivedAt": _iso(sent + timedelta(milliseconds=40)),
-        "timestamp": _iso(when),
+        "timestamp": _varied_time(r, when) if varied else _iso(when),
         "version": 2,
     }
     if kind == "track":
@@ -107,7 +158,9 @@ def message(r: random.Random, when: datetime) -> dict[str, Any]:
     return base
 
 
-def lines(n: int, *, seed: int, now: datetime, days: float, dup_rate: float) -> Iterator[bytes]:
+def lines(
+    n: int, *, seed: int, now: datetime, days: float, dup_rate: float, varied: bool = False
+) -> Iterator[bytes]:
     """`n` lines (without newline); about `dup_rate` of them re-deliver an earlier message."""
     r = random.Random(seed)
     span_ms = int(days * 86_400_000)
@@ -117,7 +170,8 @@ def lines(n: int, *, seed: int, now: datetime, days: float, dup_rate: float) -> 
         if recent and r.random() < dup_rate:
             yield r.choice(recent)
             continue
-        line = orjson.dumps(message(r, start + timedelta(milliseconds=r.randrange(span_ms))))
+        when = start + timedelta(milliseconds=r.randrange(span_ms))
+        line = orjson.dumps(message(r, when, varied=varied))
         if len(recent) < 256:
             recent.append(line)
         else:
@@ -135,13 +189,14 @@ def generate(
     now: str = DEFAULT_NOW,
     days: float = 20.0,
     dup_rate: float = 0.002,
+    varied: bool = False,
 ) -> list[Path]:
     """Write `events` lines split evenly over `files` files in `out/events/`, and
     `out/mapping.yaml`; returns the paths of the event files."""
     events_dir = out / "events"
     events_dir.mkdir(parents=True, exist_ok=True)
     clock = datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(UTC)
-    stream = lines(events, seed=seed, now=clock, days=days, dup_rate=dup_rate)
+    stream = lines(events, seed=seed, now=clock, days=days, dup_rate=dup_rate, varied=varied)
     paths: list[Path] = []
     per_file, extra = divmod(events, files)
     for i in range(files):
@@ -163,7 +218,8 @@ def generate(
             if buf:
                 fh.write(b"\n".join(buf) + b"\n")
         paths.append(path)
-    (out / "mapping.yaml").write_text(MAPPING_YAML, encoding="utf-8")
+    mapping = VARIED_MAPPING_YAML if varied else MAPPING_YAML
+    (out / "mapping.yaml").write_text(mapping, encoding="utf-8")
     return paths
 
 
@@ -176,7 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--now", default=DEFAULT_NOW, help="events fall before this time")
     parser.add_argument("--days", type=float, default=20.0, help="time span of the events")
-    parser.add_argument("--dup-rate", type=float, default=0.002, help="re-delivered share")
+    parser.add_argument("--dup-rate", type=float, help="re-delivered share (0.002; varied 0.01)")
+    parser.add_argument(
+        "--varied",
+        action="store_true",
+        help="mixed timestamp forms, three mappings with @template/@coalesce/@if, 1%% duplicates",
+    )
     args = parser.parse_args(argv)
     paths = generate(
         args.out,
@@ -186,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         now=args.now,
         days=args.days,
-        dup_rate=args.dup_rate,
+        dup_rate=args.dup_rate if args.dup_rate is not None else (0.01 if args.varied else 0.002),
+        varied=args.varied,
     )
     total = sum(p.stat().st_size for p in paths)
     print(f"wrote {args.events} events, {len(paths)} files, {total / 1e6:.1f} MB")

@@ -398,8 +398,9 @@ def replay(
     in a file of the run's own beside the state. Exit 0: all delivered, nothing rejected. 1:
     some events rejected, changed or dead-lettered (or, with --dry-run, the plan holds rejects
     or changes). 2: configuration error. 3: fatal delivery error (token refused, API
-    unreachable, retries exhausted) or the state file is locked by another run. 130:
-    interrupted. State is saved in every case.
+    unreachable, no progress for --max-stall, fault retries exhausted) or the state file is
+    locked by another run. 130: interrupted. State is saved in every case. Rate limits (429)
+    never fail a run: segmetro paces itself to Metronome's limit and waits.
     """
     import asyncio
     import logging

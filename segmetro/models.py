@@ -95,13 +95,15 @@ class Reject:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mapped:
     """A Metronome usage event produced by one mapping from one Segment message."""
 
     mapping: str
     payload: JsonObject
     record: Record
+    #: the payload as one JSON line, when the consumer writes it (``map``): serialised once
+    line: bytes | None = None
 
 
 @dataclass(slots=True)

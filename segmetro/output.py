@@ -166,20 +166,26 @@ class Progress:
             self._bar = None
 
 
+#: A retry error stays on the progress line this long after it was seen (seconds).
+RECENT_ERROR = 10.0
+
+
 def delivery_status(stats: Any) -> str:
-    """One status line of the sender's live counters."""
+    """One status line of the sender's live counters, what matters most first (a narrow
+    terminal cuts the end)."""
     rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
-    line = (
-        f"sent {stats.sent} ({rate:.0f}/s), failed {stats.failed}, retrying {stats.retrying}, "
-        f"in flight {stats.in_flight}, concurrency {stats.concurrency}"
-    )
+    parts = [f"sent {stats.sent} ({rate:.0f}/s)"]
     if stats.pace is not None:
-        line += f", paced {stats.pace:.0f}/s"
+        parts.append(f"paced {stats.pace:.0f}/s")
+    if stats.rate_limited:
+        parts.append(f"429s {stats.rate_limited}")
     if stats.hot_customers:
-        line += f", {stats.hot_customers} customer(s) rate limited"
-    if stats.retrying and stats.last_error:
-        line += f" (last error: {stats.last_error})"
-    return line
+        parts.append(f"{stats.hot_customers} customer(s) limited")
+    recent = stats.last_error and stats.elapsed - stats.last_error_at <= RECENT_ERROR
+    if recent:
+        parts.append(f"last error: {stats.last_error}")
+    parts.append(f"failed {stats.failed}, retrying {stats.retrying}, in flight {stats.in_flight}")
+    return ", ".join(parts)
 
 
 def delivery_extra(report: Any) -> list[tuple[str, Any]]:
@@ -387,7 +393,7 @@ def show_status(
         out.print(
             escape(
                 f"  #{dest.id} {dest.api_url} account {dest.fingerprint}: {d.ledger} delivered "
-                f"events, {len(d.checkpoints)} checkpoints"
+                f"events, {_plural(len(d.checkpoints), 'checkpoint')}"
             )
         )
         for c in d.checkpoints:
@@ -416,3 +422,7 @@ def write_json(obj: Any) -> None:
 
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
     sys.stdout.flush()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -11,7 +11,7 @@ import hashlib
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,12 +19,13 @@ from typing import IO, Any
 import httpx
 import orjson
 
-from segmetro.dedup import RunDeduper, conflict_reject, payload_digest
+from segmetro.dedup import RunDeduper, payload_digest
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
 from segmetro.errors import ConfigError, SegmetroError
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
-from segmetro.sources import InputObject, InputSet, iter_items, iter_records, read_object
+from segmetro.selection import deduplicate, select
+from segmetro.sources import InputObject, InputSet, iter_records, read_object
 from segmetro.state import (
     UNRECORDED_PAYLOAD,
     Checkpoint,
@@ -39,6 +40,8 @@ from segmetro.window import Window
 
 #: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
 SHOWN_REJECTS = 20
+#: Output lines joined into one write by ``map``.
+WRITE_BATCH = 1024
 
 
 class RejectSink:
@@ -148,72 +151,6 @@ def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: boo
         )
 
 
-def select(
-    stream: Iterable[Record | Reject],
-    mappings: MappingSet,
-    *,
-    window: Window,
-    counts: Counts,
-    deduper: RunDeduper | None,
-    stats: FieldStats | None = None,
-    on_record: Callable[[Record], None] | None = None,
-) -> Iterator[Mapped | Reject]:
-    """Map every record; yield each event to send and each reject, counting everything else.
-
-    Filtered messages, events outside ``[since, until)`` and identical duplicates are counted and
-    dropped here; everything that will not reach Metronome for any other reason is yielded as a
-    Reject so the caller can write it down.
-    """
-    apply = mappings.apply
-    selects = window.selects
-    ingest_problem = window.ingest_problem
-    rejected = counts.rejected
-    for item in stream:
-        if isinstance(item, Reject):
-            rejected[item.reason] += 1
-            yield item
-            continue
-        counts.read += 1
-        if on_record is not None:
-            on_record(item)
-        results = apply(item, stats)
-        if not results:
-            counts.filtered += 1
-            continue
-        counts.matched += 1
-        for result in results:
-            if isinstance(result, Reject):
-                rejected[result.reason] += 1
-                yield result
-                continue
-            timestamp = result.payload["timestamp"]
-            if not selects(timestamp):
-                counts.outside_window += 1
-                continue
-            problem = ingest_problem(timestamp)
-            if problem is not None:
-                rejected[problem[0]] += 1
-                yield Reject(
-                    reason=problem[0],
-                    detail=problem[1],
-                    source=item.coords,
-                    mapping=result.mapping,
-                    event=item.event,
-                    payload=result.payload,
-                )
-                continue
-            if deduper is not None:
-                verdict = deduper.check(result.payload["transaction_id"], result.payload)
-                if verdict.status == "duplicate":
-                    counts.duplicates += 1
-                    continue
-                if verdict.status == "conflict":
-                    rejected[Reason.CONFLICT] += 1
-                    yield conflict_reject(result, verdict.first_payload)
-                    continue
-            yield result
-
-
 @dataclass
 class MapReport:
     """What `segmetro map` did."""
@@ -240,51 +177,37 @@ def run_map(
     worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
     input order, so output and rejects are the same as with one process.
     """
-    from segmetro import workers as fast
-    from segmetro.mapping import fastpaths
+    from segmetro import workers as parallel
 
     counts = Counts()
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
-        if workers > 1 and fast.can_run_parallel(mappings, inputs.objects):
-            fast.run_parallel(
+        if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
+            stream = parallel.run_parallel(
                 mappings,
                 inputs.objects,
                 window=window,
                 workers=workers,
                 counts=counts,
-                deduper=deduper,
-                writer=fast.LineWriter(out),
-                on_reject=sink.add,
                 on_bytes=on_bytes,
             )
-        elif fastpaths.enabled():
-            # one serialisation per output, shared by the duplicate check and the output
-            lines = fast.mapped_lines(
-                iter_items(inputs, on_bytes=on_bytes),
-                mappings,
-                window=window,
-                counts=counts,
-                on_reject=sink.add,
-            )
-            fast.dedup_and_write(
-                lines,
-                mappings,
-                counts=counts,
-                deduper=deduper,
-                writer=fast.LineWriter(out),
-                on_reject=sink.add,
-            )
+            items = deduplicate(stream, deduper, counts)
         else:
-            # the general path, which the fast one must match byte for byte
-            dumps = orjson.dumps
-            newline = orjson.OPT_APPEND_NEWLINE
-            stream = iter_records(inputs, on_bytes=on_bytes)
-            for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
-                if isinstance(item, Reject):
-                    sink.add(item)
-                else:
-                    counts.emitted += 1
-                    out.write(dumps(item.payload, option=newline))
+            records = iter_records(inputs, on_bytes=on_bytes)
+            items = select(
+                records, mappings, window=window, counts=counts, deduper=deduper, encode=True
+            )
+        pending: list[bytes] = []
+        for item in items:
+            if isinstance(item, Reject):
+                sink.add(item)
+                continue
+            assert item.line is not None
+            counts.emitted += 1
+            pending.append(item.line)
+            if len(pending) >= WRITE_BATCH:
+                out.write(b"".join(pending))
+                pending.clear()
+        out.write(b"".join(pending))
         return MapReport(
             counts=counts,
             rejects=sink.shown,

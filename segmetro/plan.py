@@ -23,8 +23,8 @@ from segmetro.pipeline import (
     against_ledger,
     field_diff,
     read_resumed,
-    select,
 )
+from segmetro.selection import select
 from segmetro.sources import InputSet, iter_records
 from segmetro.state import UNRECORDED_PAYLOAD, DestinationState
 from segmetro.window import Window

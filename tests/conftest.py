@@ -1,30 +1,29 @@
-"""Shared fixtures: a quiet, stable terminal; the CLI runner; a fake Metronome on loopback."""
+"""Shared fixtures: a quiet, stable terminal; the CLI runner; a fake Metronome on loopback.
+
+Only fixtures and hooks live here; constants and helpers are in ``tests/support.py``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
 from typer.testing import CliRunner
 
 from segmetro.fake_metronome import FakeConfig, FakeMetronome
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, HoldingProxy
+
+# `from tests.conftest import SAMPLES, SAMPLES_NOW` (tests/test_workers.py) keeps working until
+# it imports from tests.support.
+__all__ = ["SAMPLES", "SAMPLES_NOW", "SAMPLES_NOW_DT", "TOKEN"]
 
 # CI explores the same examples every run (a landing must not hinge on a lucky draw); local runs
 # keep drawing new ones, and whatever they find is pinned with @example.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
-#: The sample export was made on this day; tests pin Metronome's ingest window to it.
-SAMPLES_NOW = "2026-11-26T00:00:00Z"
-SAMPLES_NOW_DT = datetime(2026, 11, 26, tzinfo=UTC)
-TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +67,19 @@ def fake_metronome() -> Iterator[Callable[..., FakeMetronome]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def holding_proxy() -> Iterator[Callable[[str], HoldingProxy]]:
+    """Start holding proxies in front of the given URLs; all are stopped at teardown."""
+    started: list[HoldingProxy] = []
+
+    def start(upstream: str) -> HoldingProxy:
+        proxy = HoldingProxy(upstream)
+        proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

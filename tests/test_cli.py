@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segmetro.cli import app
-from tests.conftest import SAMPLES, SAMPLES_NOW
+from tests.support import SAMPLES, SAMPLES_NOW
 
 BILLABLE = {"API Call", "Job Completed"}
 

@@ -417,3 +417,14 @@ def test_progress_sees_the_last_error_while_retrying() -> None:
     assert rec.acked
     assert not rec.dead
     assert Reason.UNDELIVERABLE not in {r for r, _ in rec.dead.values()}
+
+
+def test_the_progress_line_shows_pace_429s_and_a_recent_error_first() -> None:
+    from segmetro.output import RECENT_ERROR, delivery_status
+
+    stats = DeliveryStats(sent=900, elapsed=3.0, pace=480.0, rate_limited=7)
+    stats.last_error, stats.last_error_at = "HTTP 429 Rate limit exceeded", 2.0
+    line = delivery_status(stats)
+    assert line.startswith("sent 900 (300/s), paced 480/s, 429s 7, last error: HTTP 429")
+    stats.elapsed = 2.0 + RECENT_ERROR + 1
+    assert "last error" not in delivery_status(stats)  # an old error is not news

@@ -32,8 +32,8 @@ from segmetro.state import (
     UndeliverableRun,
     normalize_api_url,
 )
-from tests.conftest import SAMPLES, SAMPLES_NOW, TOKEN
 from tests.exports import messages, write_jsonl
+from tests.support import SAMPLES, SAMPLES_NOW, TOKEN
 
 EVENTS = str(SAMPLES / "events")
 #: Billable events and rejects of the sample export.

@@ -17,13 +17,13 @@ import httpx
 import orjson
 import pytest
 
-from segmetro import fake_metronome as fm
 from segmetro.errors import ConfigError
 from segmetro.fake_metronome import (
     MAX_EVENT_DEPTH,
     FakeConfig,
     FakeListenError,
     FakeMetronome,
+    faults,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -224,13 +224,13 @@ def test_customer_hint_is_the_wait_for_the_whole_batch(clock: Clock) -> None:
 def test_idle_customer_buckets_are_forgotten_but_hot_ones_kept(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fm, "_CUSTOMER_BUCKETS_KEPT", 4)
+    monkeypatch.setattr(faults, "CUSTOMER_BUCKETS_KEPT", 4)
     with start(clock, customer_rate_limit=1, rate_limit=0) as fake, client_for(fake) as c:
         assert ingest(c, batch(50, "hot", "hot")).status_code == 200  # 49 tokens in debt
         for k in range(10):
             assert ingest(c, [event(f"c{k}", f"cold-{k}")]).status_code == 200
             clock.advance(2.0)  # every cold bucket is full again
-        assert len(fake._customer_buckets) <= 8
+        assert len(fake._faults.customer_buckets) <= 8
         assert ingest(c, [event("hot-again", "hot")]).status_code == 429  # its debt is kept
 
 

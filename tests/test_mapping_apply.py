@@ -343,7 +343,7 @@ mappings:
     assert [getattr(r, "reason", "ok") for r in results] == [
         "ok",
         Reason.MISSING_FIELD,
-        Reason.INVALID_FIELD,  # the @number failure wins: it comes first in payload order
+        Reason.MISSING_FIELD,  # customer_id fails before properties.conv: field order
         "ok",
     ]
     rows = {(row.field): (row.missing, row.matched) for row in stats.rows()}

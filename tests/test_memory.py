@@ -1,36 +1,42 @@
 """`segmetro map` keeps flat memory: 10^6 events through stdin stay under a bounded peak RSS.
 
 The input is generated while it is read (a thread writes lines into the child's stdin), so it
-never exists whole anywhere. The peak is the child's own ``VmHWM`` from ``/proc``, polled until
-it exits (``ru_maxrss`` would inherit this test process's larger RSS through fork).
+never exists whole anywhere. The peak is the child's own ``VmHWM`` from ``/proc``, read by the
+child itself as it exits, after all its work (polling it from here could miss the end;
+``ru_maxrss`` would inherit this test process's larger RSS through fork).
 """
 
 from __future__ import annotations
 
-import contextlib
+import re
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import IO
 
 import orjson
 import pytest
 
-from tests.conftest import SAMPLES, SAMPLES_NOW
+from tests.support import SAMPLES, SAMPLES_NOW
 
 EVENTS = 1_000_000
 LIMIT_MB = 150
 
 
-def vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+#: `python -m segmetro ARGS...` that writes its own peak RSS to stderr as the interpreter exits.
+PEAK_AT_EXIT = """
+import atexit, runpy, sys
+
+def peak():
+    with open("/proc/self/status") as status:
+        for line in status:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+                sys.stderr.write(f"test peak VmHWM {line.split()[1]} kB\\n")
+
+atexit.register(peak)
+sys.argv[0] = "segmetro"
+runpy.run_module("segmetro", run_name="__main__", alter_sys=True)
+"""
 
 
 def feed(stdin: IO[bytes], n: int) -> None:
@@ -60,8 +66,8 @@ def test_map_memory_is_flat_over_a_million_events() -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "segmetro",
+            "-c",
+            PEAK_AT_EXIT,
             "map",
             "-m",
             str(SAMPLES / "mapping.yaml"),
@@ -79,17 +85,16 @@ def test_map_memory_is_flat_over_a_million_events() -> None:
     assert proc.stdin is not None
     writer = threading.Thread(target=feed, args=(proc.stdin, EVENTS), daemon=True)
     writer.start()
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, vm_hwm_kib(proc.pid))
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.05)
-    writer.join()
     assert proc.stderr is not None
     with proc.stderr:
         summary = proc.stderr.read().decode()
+    proc.wait()
+    writer.join()
     assert proc.returncode == 0, summary
+    reported = re.search(r"^test peak VmHWM (\d+) kB$", summary, re.MULTILINE)
+    assert reported is not None, summary
+    peak = int(reported[1])
     assert f"read {EVENTS}," in summary
     assert f"emitted {EVENTS}," in summary  # every id is new: the duplicate check holds 10^6
-    assert 0 < peak < LIMIT_MB * 1024, f"peak RSS {peak / 1024:.1f} MB"
+    assert peak < LIMIT_MB * 1024, f"peak RSS {peak / 1024:.1f} MB"
     print(f"map over {EVENTS} events: peak RSS {peak / 1024:.1f} MB")

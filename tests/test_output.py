@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from segmetro import output
 from segmetro.models import Counts
 
 
-def test_plain_progress_line_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    """Off a terminal (cron), progress is a plain periodic line with bytes, percent and status."""
+def _colour_terminal_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What cron often inherits: a TERM that claims colours, and no NO_COLOR."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_plain_progress_line_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal (cron), progress is a plain periodic line with bytes, percent and status,
+    and no escape sequence even when TERM claims colours: only the terminal check keeps them out.
+    """
+    _colour_terminal_env(monkeypatch)
     with output.Progress(total_bytes=200, quiet=False, interval=0.0, label="replay") as progress:
         progress.advance(50)
         progress.update("sent 10 (5/s), failed 0")
     err = capsys.readouterr().err
     assert "replay 50/200 bytes (25%) sent 10 (5/s), failed 0" in err
-    assert "\\x1b[" not in err
+    assert "\x1b" not in err  # ESC itself: no colour, cursor or bar sequence of any kind
+
+
+def test_progress_on_a_terminal_draws_escape_sequences(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: the same progress on a terminal does write ESC, so the
+    absence asserted there is the terminal check's doing, not the capture's."""
+    _colour_terminal_env(monkeypatch)
+    monkeypatch.setattr(
+        output, "console", lambda: Console(stderr=True, force_terminal=True, highlight=False)
+    )
+    with output.Progress(total_bytes=200, quiet=False, interval=0.0, label="replay") as progress:
+        progress.advance(50)
+        progress.update("sent 10 (5/s), failed 0")
+    assert "\x1b[" in capsys.readouterr().err
 
 
 def test_quiet_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:

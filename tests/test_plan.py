@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.state import StateDB
-from tests.conftest import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 from tests.exports import messages, write_jsonl
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 
 EVENTS = str(SAMPLES / "events")
 #: What the sample export holds, as `segmetro map` counts it.

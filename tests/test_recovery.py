@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,8 +23,17 @@ from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.models import Reason, Record, Reject
 from segmetro.state import StateDB
-from tests.conftest import ROOT, SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 from tests.exports import messages, write_jsonl
+from tests.support import (
+    PATIENCE,
+    ROOT,
+    SAMPLES,
+    SAMPLES_NOW,
+    SAMPLES_NOW_DT,
+    TOKEN,
+    HoldingProxy,
+    wait_until,
+)
 
 MAPPING = str(SAMPLES / "mapping.yaml")
 
@@ -182,31 +192,43 @@ def test_unwritable_rejects_file_is_a_configuration_error(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
-    fake_metronome: Callable[..., FakeMetronome], tmp_path: Path, signum: int
+    fake_metronome: Callable[..., FakeMetronome],
+    holding_proxy: Callable[[str], HoldingProxy],
+    tmp_path: Path,
+    signum: int,
 ) -> None:
-    """SIGINT or SIGTERM mid-run: exit 130, a summary, the run recorded, the lock free."""
+    """SIGINT or SIGTERM mid-run: exit 130, a summary, the run recorded, the lock free.
+
+    A proxy holds every answer from the one after the 200th accepted event on, so the signal
+    always comes mid-run, with batches accepted by Metronome but never acknowledged.
+    """
     src = export(tmp_path, 3000)
     state = tmp_path / "state.db"
-    server = fake_metronome(latency_ms=60)
+    server = fake_metronome()
+    proxy = holding_proxy(server.url)
+    proxy.hold_when(lambda: server.snapshot(include_events=False).events_accepted >= 200)
     env = dict(os.environ, METRONOME_BEARER_TOKEN=TOKEN)
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "segmetro", "replay", "-m", MAPPING, "--now", SAMPLES_NOW,
-            "--api-url", server.url, "--state", str(state), "--batch-size", "20",
+            "--api-url", proxy.url, "--state", str(state), "--batch-size", "20",
             "--concurrency", "2", "--json", str(src),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while server.snapshot(include_events=False).events_accepted < 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=60)
+    try:
+        wait_until(lambda: proxy.held.is_set() or proc.poll() is not None, "a held answer")
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err.decode()
     summary = orjson.loads(out)
     assert summary["exit_code"] == 130
-    assert 0 < summary["sent"] < 3000
+    accepted = server.snapshot(include_events=False).events_accepted
+    assert 0 < summary["sent"] < accepted  # the held batches were accepted, never acknowledged
     assert b"interrupted" in err
     with StateDB.open(state, readonly=True) as db:
         (run,) = db.runs()
@@ -321,30 +343,66 @@ def test_a_full_disk_for_rejects_stops_the_run_and_keeps_the_ledger_true(
 def test_ctrl_c_during_a_long_read_that_sends_nothing(
     fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
 ) -> None:
-    """Input the trigger filters out: SIGINT stops the read promptly, not at the end of input."""
-    total = 5_000_000  # about 8 s to read here; the signal comes after 2 s
+    """Input the trigger filters out: SIGINT stops the read promptly, not at the end of input.
+
+    The input comes through a pipe, so the signal comes at a point that is known, not guessed:
+    the read is under way (the pipe has taken several MiB, more than it and a read chunk can
+    hold) and has not ended (the input is written only as fast as it is read, so a read that
+    did not stop would take all of it).
+    """
+    total = 1_000_000
+    block = 10_000
     line = b'{"type":"page","name":"Home","messageId":"p-%d","timestamp":"2026-11-24T10:00:00Z"}\n'
-    src = tmp_path / "filtered.jsonl"
-    with src.open("wb") as fh:
-        for start in range(0, total, 100_000):
-            fh.write(b"".join(line % i for i in range(start, start + 100_000)))
+    under_way = threading.Event()
     state = tmp_path / "state.db"
     server = fake_metronome()
     env = dict(os.environ, METRONOME_BEARER_TOKEN=TOKEN)
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "segmetro", "replay", "-m", MAPPING, "--now", SAMPLES_NOW,
-            "--api-url", server.url, "--state", str(state), "--json", str(src),
+            "--api-url", server.url, "--state", str(state), "--json", "-",
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
     )  # fmt: skip
-    time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    stdin = proc.stdin
+    assert stdin is not None
+
+    def feed() -> None:
+        written = 0
+        try:
+            for start in range(0, total, block):
+                chunk = b"".join(line % i for i in range(start, start + block))
+                stdin.write(chunk)
+                written += len(chunk)
+                if written >= 4 << 20:
+                    under_way.set()
+            stdin.close()
+        except BrokenPipeError:  # the child stopped reading and exited: what the test expects
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        finally:
+            under_way.set()
+
+    writer = threading.Thread(target=feed, name="feed-stdin", daemon=True)
+    writer.start()
+    try:
+        wait_until(under_way.is_set, "4 MiB of input to be taken")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=PATIENCE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        writer.join(PATIENCE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    with proc.stdout, proc.stderr:
+        out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 130, err.decode()
     summary = orjson.loads(out)
     assert 0 < summary["read"] < total
     assert summary["read"] == summary["matched"] + summary["filtered"]
+    assert summary["sent"] == 0
     with StateDB.open(state, readonly=True) as db:
         (run,) = db.runs()
         assert run.exit_code == 130

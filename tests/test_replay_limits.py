@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
-from tests.conftest import SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 from tests.exports import write_jsonl
+from tests.support import SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 
 MAPPING = """\
 version: 1

@@ -1,8 +1,9 @@
 """Resume after `kill -9`, re-runs with nothing new, changed inputs, the lock, old state files.
 
-The kill test runs a real `segmetro replay` process against a fake Metronome with latency in
-this process, kills it with SIGKILL while batches are in flight, and re-runs the same command
-until one finishes.
+The kill test runs a real `segmetro replay` process against a fake Metronome in this process,
+behind a proxy that stops passing answers on at each kill point; it kills the process with
+SIGKILL while the batches the fake accepted last are unacknowledged, and re-runs the same
+command until one finishes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,8 +27,17 @@ from typer.testing import CliRunner
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.state import DEFAULT_API_URL, SCHEMA_VERSION, StateDB
-from tests.conftest import ROOT, SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 from tests.exports import messages, write_jsonl
+from tests.support import (
+    PATIENCE,
+    ROOT,
+    SAMPLES,
+    SAMPLES_NOW,
+    SAMPLES_NOW_DT,
+    TOKEN,
+    HoldingProxy,
+    wait_until,
+)
 
 MAPPING = str(SAMPLES / "mapping.yaml")
 FILES = 3
@@ -67,10 +76,10 @@ def make_export(directory: Path) -> list[Path]:
     ]
 
 
-def replay_argv(server: FakeMetronome, state: Path, *inputs: str, json: bool = True) -> list[str]:
+def replay_argv(api_url: str, state: Path, *inputs: str, json: bool = True) -> list[str]:
     argv = [
         sys.executable, "-m", "segmetro", "replay", "-m", MAPPING, "--now", SAMPLES_NOW,
-        "--api-url", server.url, "--state", str(state), "--batch-size", str(BATCH),
+        "--api-url", api_url, "--state", str(state), "--batch-size", str(BATCH),
         "--concurrency", str(CONCURRENCY), "-q", *inputs,
     ]  # fmt: skip
     return [*argv, "--json"] if json else argv
@@ -99,7 +108,10 @@ def ledger_ids(state: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
-    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+    runner: CliRunner,
+    fake_metronome: Callable[..., FakeMetronome],
+    holding_proxy: Callable[[str], HoldingProxy],
+    tmp_path: Path,
 ) -> None:
     files = make_export(tmp_path / "export")
     inputs = [str(f) for f in files]
@@ -111,29 +123,37 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
         for lineno, raw in enumerate(f.read_bytes().splitlines(), start=1):
             line_of[orjson.loads(raw)["messageId"]] = (str(f), lineno)
 
-    server = fake_metronome(latency_ms=50, latency_jitter_ms=30, seed=9)
+    # The jitter makes batches resolve out of order, as they do against the real API.
+    server = fake_metronome(latency_jitter_ms=20, seed=9)
+    proxy = holding_proxy(server.url)  # every run goes through it: the state is per API URL
     state = tmp_path / "state.db"
-    argv = replay_argv(server, state, *inputs)
+    argv = replay_argv(proxy.url, state, *inputs)
     kills: list[Kill] = []
     for fraction in (0.15, 0.50, 0.85):
         target = int(len(expected) * fraction)
         before = server.snapshot(include_events=False)
+        # From the first answer after `target` accepted events on, no answer reaches the run:
+        # when it is killed, it cannot have finished and holds accepted, unacknowledged batches.
+        proxy.hold_when(
+            lambda target=target: server.snapshot(include_events=False).events_accepted >= target
+        )
         err = (tmp_path / f"kill-{fraction}.err").open("wb")
         with err:
             proc = subprocess.Popen(
                 argv, cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=err
             )
             try:
-                while proc.poll() is None:
-                    if server.snapshot(include_events=False).events_accepted >= target:
-                        proc.send_signal(signal.SIGKILL)
-                        break
-                    time.sleep(0.002)
-                proc.wait(timeout=60)
+                wait_until(
+                    lambda proc=proc: proxy.held.is_set() or proc.poll() is not None,
+                    f"an answer held after {target} accepted events",
+                )
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=PATIENCE)
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+                proxy.release()
         assert proc.returncode == -signal.SIGKILL, (tmp_path / f"kill-{fraction}.err").read_text()
         after = server.snapshot(include_events=False)
         with StateDB.open(state) as db:
@@ -190,7 +210,7 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     resent_per_kill = per_run[1:]
     assert len(resent_per_kill) == len(kills)
     assert all(n <= IN_FLIGHT_WINDOW for n in resent_per_kill), resent_per_kill
-    assert resent > 0  # the kills did land mid-flight (latency ≥ 50 ms after acceptance)
+    assert resent > 0  # the kills did land mid-flight (the held batches were accepted)
     # The final run skipped the finished file(s) and resumed inside the rest: it sent what
     # the server lacked plus at most the in-flight window, and the ledger skipped only events
     # re-read between the checkpoint and the kill (resolved out of order, so also bounded).

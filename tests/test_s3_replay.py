@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
-from tests.conftest import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 
 S3Server = s3server.S3Server
 s3 = s3server.s3

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-import segmetro.triggers as triggers
 from segmetro.errors import ConfigError, TriggerError
-from segmetro.triggers import Trigger, TriggerWarning, lint_trigger, parse_trigger
+from segmetro.triggers import Trigger, TriggerWarning, lexer, lint_trigger, parse_trigger
 
 
 def segment_result(trigger: str, event: dict[str, Any]) -> bool:
@@ -635,7 +634,7 @@ def test_matching_does_not_parse_again(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_: object) -> None:
         raise AssertionError("lexer called while matching")
 
-    monkeypatch.setattr(triggers._Lexer, "lex", boom)
+    monkeypatch.setattr(lexer.Lexer, "lex", boom)
     assert trigger.matches({"type": "track", "properties": {"a": {"b": 2}}})
     assert not trigger.matches({"type": "track", "properties": {"a": {"b": 1}}})
 

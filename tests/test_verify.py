@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
-from tests.conftest import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 from tests.exports import messages, write_jsonl
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 
 MAPPING = str(SAMPLES / "mapping.yaml")
 

@@ -91,8 +91,7 @@ def check_base_url(api_url: str) -> None:
         raise ConfigError(f"API URL must start with http:// or https://, got {api_url!r}")
     path = urlsplit(api_url).path.rstrip("/")
     if path.endswith(("/v1", "/v1/ingest")):
-        raise ConfigError(f"API URL {api_url!r} ends with {path.rsplit('/v1', 1)[0]}/v1…: "
-                          f"{BASE_URL_HINT}")  # fmt: skip
+        raise ConfigError(f"API URL {api_url!r} ends with /v1: {BASE_URL_HINT}")
 
 
 def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:

@@ -138,7 +138,7 @@ class DeliveryStats:
     pulled: int = 0  # events taken from the input so far
     batches: int = 0  # batches formed from the input (bisection pieces not counted)
     requests: int = 0  # HTTP requests made, retries and bisection included
-    retries: int = 0  # re-sends of any kind (429s included)
+    retries: int = 0  # re-sends after a fault (a 429's re-send is counted in rate_limited)
     rate_limited: int = 0  # 429 answers
     customer_limited: int = 0  # of which of type ``customer``
     retrying: int = 0  # batches currently waiting to retry
@@ -147,6 +147,7 @@ class DeliveryStats:
     pace: float | None = None  # current account pace in events/s (None: not limited)
     hot_customers: int = 0  # customers batched apart after a customer 429
     last_error: str = ""  # the latest failed attempt, for progress lines
+    last_error_at: float = 0.0  # when it came, in seconds since deliver started
     elapsed: float = 0.0  # seconds since deliver started
 
 
@@ -528,6 +529,7 @@ class _Sender:
             if verdict is Verdict.REFUSED:
                 return _Outcome(_Kind.GIVE_UP, answer.detail, answer.status)
             self.stats.last_error = answer.detail
+            self.stats.last_error_at = self.clock() - self.started
 
             if verdict is Verdict.RATE_LIMITED:
                 delay = self._rate_limited(items, answer, sent_at, epoch, limited)
@@ -564,7 +566,8 @@ class _Sender:
                     f"no event was delivered for {self.config.max_stall:g} s (--max-stall); "
                     f"last error: {answer.detail}",
                 )
-            self.stats.retries += 1
+            if verdict is not Verdict.RATE_LIMITED:
+                self.stats.retries += 1
             self.stats.retrying += 1
             try:
                 if delay > 0:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from segmetro.mapping import fastpaths
-from segmetro.mapping.timestamps import normalize_timestamp
+from segmetro.jsvalue import js_number
+from segmetro.mapping.timestamps import is_normal_form, normalize_timestamp
 from segmetro.mapping.values import (
     MISSING,
     Expr,
@@ -21,7 +20,6 @@ from segmetro.mapping.values import (
     ObjectExpr,
     constant_value,
     describe,
-    js_number,
     path_keys,
     to_text,
 )
@@ -110,9 +108,6 @@ class FieldStats:
         ]
 
 
-_ID, _TID, _TS, _PROPS = range(4)
-
-
 class _Rejected(Exception):
     """Internal: one output rule failed (never leaves this module)."""
 
@@ -124,7 +119,13 @@ class _Rejected(Exception):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Mapping:
-    """One compiled mapping: when its trigger matches, it turns a message into a usage event."""
+    """One compiled mapping: when its trigger matches, it turns a message into a usage event.
+
+    The whole mapping compiles to one generated function (``build``): each field's expression,
+    then its output rule. A rule is the method that states it (``_identifier``, ``_timestamp``,
+    ``_properties``); the generated code only skips the call when the value already is what the
+    rule would return (``_RULES``), so there is one path for every event, valid or not.
+    """
 
     name: str
     trigger: TriggerLike | None
@@ -132,16 +133,11 @@ class Mapping:
     string_properties: bool
     fields: tuple[FieldSpec, ...]
     line: int | None = None
-    _plan: tuple[tuple[FieldSpec, Expr, int], ...] = field(init=False, repr=False, compare=False)
-    #: the whole mapping as one function for the common event (see `_compile_fast`), or None
-    fast: FastPayload | None = field(init=False, repr=False, compare=False)
+    #: the payload of one event, or raises ``_Rejected`` naming the field and the reason
+    build: Callable[[JsonObject], JsonObject] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        kinds = {"transaction_id": _TID, "timestamp": _TS, "properties": _PROPS}
-        plan = tuple((spec, spec.expr, kinds.get(spec.name, _ID)) for spec in self.fields)
-        object.__setattr__(self, "_plan", plan)
-        fast = _compile_fast(self, plan) if fastpaths.enabled() else None
-        object.__setattr__(self, "fast", fast)
+        object.__setattr__(self, "build", _compile(self))
 
     def matches(self, event: JsonObject) -> bool:
         """Whether this mapping fires for the event (no trigger = every event)."""
@@ -149,8 +145,10 @@ class Mapping:
 
     def map(self, record: Record, stats: FieldStats | None = None) -> Mapped | Reject:
         """Build the payload for one record this mapping's trigger matched."""
+        if stats is not None:
+            self._count(record.event, stats)
         try:
-            payload = self._payload(record.event, stats)
+            payload = self.build(record.event)
         except _Rejected as exc:
             return Reject(
                 reason=exc.reason,
@@ -161,96 +159,35 @@ class Mapping:
             )
         return Mapped(mapping=self.name, payload=payload, record=record)
 
-    def _evaluate(self, spec: FieldSpec, event: JsonObject) -> Any:
-        try:
-            return spec.expr(event)
-        except ExpressionFailure as exc:
-            name = ".".join([spec.name, *exc.keys])
-            raise _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - one odd event must not stop the run
-            raise _Rejected(
-                Reason.EXPRESSION_ERROR,
-                f"{spec.name}: expression {spec.source} failed: {type(exc).__name__}: {exc}",
-            ) from None
-
-    def _payload(self, event: JsonObject, stats: FieldStats | None) -> JsonObject:
-        if stats is not None:
-            return self._payload_counted(event, stats)
-        payload: JsonObject = {}
-        try:
-            # The hot path: evaluate and check in one pass, slow paths only for odd values.
-            for spec, expr, kind in self._plan:
-                value = expr(event)
-                if kind == _ID:
-                    if type(value) is str and value:
-                        payload[spec.name] = value
-                    else:
-                        payload[spec.name] = self._identifier(spec, value)
-                elif kind == _TS:
-                    payload["timestamp"] = self._timestamp(spec, value)
-                elif kind == _TID:
-                    if type(value) is str and value and len(value) <= MAX_TRANSACTION_ID:
-                        payload["transaction_id"] = value
-                    else:
-                        payload["transaction_id"] = self._identifier(spec, value)
-                elif type(value) is dict and not self.string_properties:
-                    payload["properties"] = value
-                else:
-                    props = self._properties(spec, value)
-                    if props is not None:
-                        payload["properties"] = props
-        except _Rejected:
-            raise
-        except Exception:  # noqa: BLE001 - redo field by field to say which one failed
-            return self._check([self._evaluate(spec, event) for spec in self.fields])
-        return payload
-
-    def _payload_counted(self, event: JsonObject, stats: FieldStats) -> JsonObject:
-        """As `_payload`, counting every field (and properties key) even when one fails."""
-        values: list[Any] = []
+    def _count(self, event: JsonObject, stats: FieldStats) -> None:
+        """Which fields (and keys of an object ``properties``) came out empty, for
+        ``validate --sample``; a value whose expression failed counts as empty."""
         seen: list[tuple[str, Any]] = []
-        failure: _Rejected | None = None
         for spec in self.fields:
-            expr = spec.expr
-            if isinstance(expr, ObjectExpr):
-                value: Any = {}
-                for key, item in expr.items:
-                    name = f"{spec.name}.{key}"
-                    try:
-                        sub = self._evaluate(FieldSpec(name, item, spec.source), event)
-                    except _Rejected as exc:
-                        failure = failure or exc
-                        sub = MISSING  # a failed conversion counts as empty
-                    seen.append((name, sub))
-                    if sub is not MISSING:
-                        value[key] = sub
-            else:
+            parts = spec.expr.items if isinstance(spec.expr, ObjectExpr) else None
+            for name, expr in (
+                [(spec.name, spec.expr)]
+                if parts is None
+                else [(f"{spec.name}.{key}", item) for key, item in parts]
+            ):
                 try:
-                    value = self._evaluate(spec, event)
-                except _Rejected as exc:
-                    failure = failure or exc
+                    value = expr(event)
+                except Exception:  # noqa: BLE001 - the payload's own evaluation reports it
                     value = MISSING
-                seen.append((spec.name, value))
-            values.append(value)
+                seen.append((name, value))
         stats.record(self.name, seen)
-        if failure is not None:
-            raise failure
-        return self._check(values)
 
-    def _check(self, values: list[Any]) -> JsonObject:
-        """Apply the output rules; `values` are in `self.fields` (payload) order."""
-        payload: JsonObject = {}
-        for spec, value in zip(self.fields, values, strict=True):
-            name = spec.name
-            if name == "timestamp":
-                payload[name] = self._timestamp(spec, value)
-            elif name == "properties":
-                props = self._properties(spec, value)
-                if props is not None:
-                    payload[name] = props
-            else:
-                payload[name] = self._identifier(spec, value)
-        return payload
+    # -- the output rules ----------------------------------------------------------------
+
+    def _failed(self, spec: FieldSpec, exc: Exception) -> _Rejected:
+        """An expression that raised: ``invalid_field`` for a conversion, else an error."""
+        if isinstance(exc, ExpressionFailure):
+            name = ".".join([spec.name, *exc.keys])
+            return _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}")
+        return _Rejected(
+            Reason.EXPRESSION_ERROR,
+            f"{spec.name}: expression {spec.source} failed: {type(exc).__name__}: {exc}",
+        )
 
     @staticmethod
     def _missing(spec: FieldSpec, value: Any) -> _Rejected:
@@ -309,75 +246,91 @@ class Mapping:
         return _stringify_properties(value)
 
 
-#: A compiled mapping for the common event: the payload, or None when anything is unusual
-#: (a missing or odd value, an expression that raised), and the general path must decide.
-FastPayload = Callable[[JsonObject], "JsonObject | None"]
+class _Rule(NamedTuple):
+    """How the generated code applies one output rule: ``keep`` is a condition (on ``{v}``)
+    under which the rule's method would return the value unchanged, so the call is skipped."""
+
+    method: str
+    keep: str
 
 
-def _compile_fast(mapping: Mapping, plan: tuple[tuple[FieldSpec, Expr, int], ...]) -> FastPayload:
-    """Generate one Python function that builds the payload of `mapping` for the common event.
+#: The output rule of each field: its method on `Mapping`, and when the value already passes.
+_RULES: dict[str, _Rule] = {
+    "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
+    "timestamp": _Rule("_timestamp", "type({v}) is str and _normal({v})"),
+    "properties": _Rule("_properties", "type({v}) is dict and not _strings"),
+}
+_ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
 
-    Simple paths (``$.a.b``) become inline ``event["a"]["b"]`` lookups, scalar constants become
-    literals, other expressions are called; then the output rules are checked for the common
-    values only (a non-empty string id, a transaction_id of at most 128 characters, a timestamp
-    already in normal form, an object ``properties``). Anything else (a missing value, a number
-    id, an odd timestamp, an expression that raised) returns None and the caller takes the
-    general path (`Mapping.map`), which gives the same payload or the precise reject. The
-    result is therefore byte-identical to the general path (``tests/test_perf_paths.py``).
+
+def _compile(mapping: Mapping) -> Callable[[JsonObject], JsonObject]:
+    """Generate the one function that builds the payload of `mapping` (see `Mapping`).
+
+    Simple paths (``$.a.b``) become inline ``event["a"]["b"]`` lookups that fall back to the
+    expression itself when a key is absent or a value is not an object (so Segment's rules for
+    those cases apply); other expressions are called. Fields are evaluated and checked in
+    order; the first failure is the event's reject.
     """
-    names: dict[str, Any] = {"_valid_iso": datetime.fromisoformat, "_MAX_TID": MAX_TRANSACTION_ID}
+    names: dict[str, Any] = {
+        "_MAX_TID": MAX_TRANSACTION_ID,
+        "_normal": is_normal_form,
+        "_strings": mapping.string_properties,
+        "MISSING": MISSING,
+    }
     body: list[str] = []
-    for i, (_spec, expr, kind) in enumerate(plan):
-        v = f"v{i}"
-        keys = path_keys(expr)
-        is_constant, value = constant_value(expr)
-        if keys is not None:
-            body.append(f"{v} = event" + "".join(f"[{key!r}]" for key in keys))
-        elif is_constant and (type(value) is str or value is None or value is MISSING):
+    optional: list[tuple[str, str]] = []
+    required: list[tuple[str, str]] = []
+    for i, spec in enumerate(mapping.fields):
+        v, e, s = f"v{i}", f"e{i}", f"s{i}"
+        names[e], names[s] = spec.expr, spec
+        names[f"fail{i}"] = mapping._failed
+        keys = path_keys(spec.expr)
+        is_constant, value = constant_value(spec.expr)
+        if is_constant and (type(value) is str or value is None or value is MISSING):
             names[f"c{i}"] = value
             body.append(f"{v} = c{i}")
         else:
-            names[f"e{i}"] = expr
-            body.append(f"{v} = e{i}(event)")
-        if kind == _TID:
-            body.append(f"if type({v}) is not str or not {v} or len({v}) > _MAX_TID:")
-        elif kind == _TS:
-            # timestamps.is_normal_form, inline (the separators at 4, 7, 10, 13, 16 and 19 in
-            # one slice); fromisoformat raises ValueError otherwise
-            body.append(
-                f"if (type({v}) is not str or len({v}) != 24 or {v}[23] != 'Z'"
-                f" or {v}[4:20:3] != '--T::.' or not {v}.isascii()):"
-            )
-        elif kind == _PROPS:
-            body.append(f"if type({v}) is not dict:")
-        else:
-            body.append(f"if type({v}) is not str or not {v}:")
-        body.append("    return None")
-        if kind == _TS:
-            body.append(f"_valid_iso({v})")
-        if kind == _PROPS and mapping.string_properties:
-            names[f"p{i}"] = _stringify_properties
-            body.append(f"{v} = p{i}({v})")
-    payload = ", ".join(f"{spec.name!r}: v{i}" for i, (spec, _, _) in enumerate(plan))
-    lines = [
-        "def fast(event):",
-        "    try:",
-        *(f"        {line}" for line in body),
-        "    except Exception:",
-        "        return None",
-        f"    return {{{payload}}}",
-    ]
+            if keys is not None:
+                lookup = "event" + "".join(f"[{key!r}]" for key in keys)
+                body += ["try:", f"    {v} = {lookup}", "except (KeyError, TypeError):"]
+                body += [f"    {v} = MISSING"]
+                body.append(f"if {v} is MISSING:")
+            body += [
+                ("    " if keys is not None else "") + line
+                for line in (
+                    "try:",
+                    f"    {v} = {e}(event)",
+                    "except Exception as exc:",
+                    f"    raise fail{i}({s}, exc) from None",
+                )
+            ]
+        rule = _RULES.get(spec.name, _ID_RULE)
+        names[f"r{i}"] = getattr(mapping, rule.method)
+        body.append(f"if not ({rule.keep.format(v=v)}):")
+        body.append(f"    {v} = r{i}({s}, {v})")
+        (optional if spec.name == "properties" else required).append((spec.name, v))
+    literal = ", ".join(f"{name!r}: {v}" for name, v in required)
+    lines = ["def build(event):", *(f"    {line}" for line in body)]
+    lines.append(f"    payload = {{{literal}}}")
+    for name, v in optional:
+        lines += [f"    if {v} is not None:", f"        payload[{name!r}] = {v}"]
+    lines.append("    return payload")
     exec(compile("\n".join(lines), f"<mapping {mapping.name}>", "exec"), names)
-    fast: FastPayload = names["fast"]
-    return fast
+    build: Callable[[JsonObject], JsonObject] = names["build"]
+    return build
 
 
 def _stringify_properties(value: JsonObject) -> JsonObject:
     """``string_properties`` for an object (as `Mapping._properties`)."""
     return {
-        key: item if item is None or isinstance(item, dict | list | str) else to_text(item)
+        key: item if type(item) in _KEPT or item is None else to_text(item)
         for key, item in value.items()
     }
+
+
+#: Property values ``string_properties`` keeps as they are (and None): exact types, since a
+#: subclass never comes out of a JSON parser.
+_KEPT = frozenset({str, dict, list})
 
 
 @dataclass(slots=True)

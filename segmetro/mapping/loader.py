@@ -47,6 +47,7 @@ from segmetro.mapping.values import (
     string_expr,
     template_expr,
 )
+from segmetro.triggers import lint_trigger, parse_trigger
 
 #: Directives segmetro understands (Segment's spellings plus its own).
 DIRECTIVES = (
@@ -431,8 +432,6 @@ class _Compiler:
             return None, None
         if not isinstance(text, str):
             raise self.error("trigger must be a string", node, key)
-        from segmetro.triggers import lint_trigger, parse_trigger
-
         try:
             trigger = parse_trigger(text)
         except TriggerError as exc:

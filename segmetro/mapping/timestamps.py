@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from segmetro.mapping import fastpaths as _fast_paths
 from segmetro.models import format_timestamp
 
 #: Epoch values whose magnitude is at least this are milliseconds, smaller ones seconds.
@@ -64,16 +63,21 @@ def _from_text(text: str, original: Any) -> str:
     stripped = text.strip()
     if not stripped:
         raise ValueError("timestamp is an empty string")
-    if _NUMERIC.fullmatch(stripped):
-        try:
-            return _from_epoch(Decimal(stripped), original)
-        except InvalidOperation:  # pragma: no cover - the pattern only admits valid decimals
-            raise ValueError(f"timestamp {_describe(original)} is not a number") from None
+    # ISO first (the common case); no text matches both it and the numeric pattern
     match = _ISO.fullmatch(stripped)
     if match is None:
+        if _NUMERIC.fullmatch(stripped):
+            try:
+                return _from_epoch(Decimal(stripped), original)
+            except InvalidOperation:  # pragma: no cover - the pattern only admits decimals
+                raise ValueError(f"timestamp {_describe(original)} is not a number") from None
         raise ValueError(
             f"timestamp {_describe(original)} is not RFC 3339, a date or an epoch number"
         )
+    if match.group(4) is not None:  # a date and time: let the C parser do the common forms
+        quick = _quick(stripped)
+        if quick is not None:
+            return quick
     year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     if year == "0000":
         raise ValueError(f"timestamp {_describe(original)} is outside the years 0001-9999")
@@ -112,6 +116,26 @@ def _from_text(text: str, original: Any) -> str:
 _fromisoformat = datetime.fromisoformat
 
 
+def _quick(text: str) -> str | None:
+    """`text` (already matched by ``_ISO``, with a time) through ``datetime.fromisoformat``.
+
+    Only a shortcut: None whenever the C parser refuses the text or the result leaves the
+    years 0001-9999, and the regular parse below decides (and words the error). Where both
+    accept a text they read it the same way (``tests/test_one_path.py`` holds them to it).
+    """
+    try:
+        moment = _fromisoformat(text)
+        zone = moment.tzinfo
+        if zone is None:
+            moment = moment.replace(tzinfo=UTC)
+        elif zone is not UTC:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    stamp = moment.isoformat(timespec="milliseconds")
+    return stamp[:23] + "Z" if len(stamp) == 29 else None
+
+
 def is_normal_form(value: str) -> bool:
     """Whether `value` is already ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (ASCII digits) and a valid time.
 
@@ -129,6 +153,18 @@ def is_normal_form(value: str) -> bool:
         and value[7] == "-"
         and value[13] == ":"
         and value[16] == ":"
+        and value.isascii()
+        and _valid_iso(value)
+    )
+
+
+def _is_whole_seconds_utc(value: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (ASCII digits, a valid time): RFC 3339 as many sources write it."""
+    return (
+        len(value) == 20
+        and value[19] == "Z"
+        and value[10] == "T"
+        and value[4:17:3] == "--T::"
         and value.isascii()
         and _valid_iso(value)
     )
@@ -152,8 +188,10 @@ def normalize_timestamp(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        if _fast_paths.enabled() and is_normal_form(value):
+        if is_normal_form(value):
             return str(value)
+        if _is_whole_seconds_utc(value):
+            return f"{value[:19]}.000Z"
         return _from_text(value, value)
     if kind is int:
         return _from_epoch(Decimal(value), value)

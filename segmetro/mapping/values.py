@@ -21,28 +21,15 @@ from typing import Any, Final
 
 import orjson
 
-from segmetro.jsvalue import js_number_string
-from segmetro.mapping import fastpaths as _fast_paths
+from segmetro.jsvalue import UNDEFINED, js_string
+
+# Re-exported for modules that import them from here (the loader, tests/test_jsvalue.py).
+from segmetro.jsvalue import js_number as js_number
+from segmetro.jsvalue import js_truthy as js_truthy
 from segmetro.models import JsonObject
 
-
-class _Missing:
-    """The type of :data:`MISSING`; falsy, a singleton even across pickling."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "MISSING"
-
-
 #: What an expression yields when it found nothing (JavaScript's ``undefined`` in Segment).
-MISSING: Final = _Missing()
+MISSING: Final = UNDEFINED
 
 #: A compiled value expression.
 Expr = Callable[[JsonObject], Any]
@@ -70,48 +57,7 @@ def describe(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --------------------------------------------------------------------------- JavaScript strings
-
-
-def js_number(value: int | float) -> str:
-    """``String(n)`` as JavaScript writes it: ``1.0`` → ``"1"``, ``1e21`` → ``"1e+21"``.
-
-    Integers stay exact (JavaScript would round those beyond 2**53; the exact digits are what the
-    sender meant).
-    """
-    if isinstance(value, int):
-        return str(value)
-    return js_number_string(value)
-
-
-def js_string(value: Any) -> str:
-    """``String(value)`` in JavaScript, for the values a JSON event can hold."""
-    if isinstance(value, str):
-        return value
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int | float):
-        return js_number(value)
-    if value is None:
-        return "null"
-    if value is MISSING:
-        return "undefined"
-    if isinstance(value, list):
-        return ",".join(
-            "" if item is None or item is MISSING else js_string(item) for item in value
-        )
-    return "[object Object]"
-
-
-def js_truthy(value: Any) -> bool:
-    """JavaScript truthiness (``[]`` and ``{}`` are truthy, ``0`` and ``""`` are not)."""
-    if value is None or value is MISSING or value is False:
-        return False
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return bool(value)
-    return True
+# --------------------------------------------------------------------------- JavaScript values
 
 
 def _loosely_empty(value: Any) -> bool:
@@ -354,7 +300,7 @@ def jsonpath_expr(text: str) -> Expr:
     """
     parsed = _parse_jsonpath(text)
     steps = simple_steps(parsed)
-    if steps is not None and _fast_paths.enabled():
+    if steps is not None:
         return steps_getter(steps)
     find = parsed.find
     if _is_multi(parsed):
@@ -399,6 +345,9 @@ def _segment_get(data: Any, tokens: Sequence[str]) -> Any:
     """Segment's ``get``: walk dotted / bracketed tokens; a falsy step value is returned as is."""
     value = data
     for token in tokens:
+        if type(value) is dict:  # an object is truthy: the common step, without the checks
+            value = value.get(token, MISSING)
+            continue
         if not js_truthy(value):
             return value  # JavaScript `prev && prev[key]`
         if isinstance(value, dict):
@@ -431,6 +380,8 @@ def template_expr(template: str) -> Expr:
     if all(isinstance(part, str) for part in parts):
         return constant(template)
     frozen = tuple(parts)
+    if len(frozen) == 2 and not isinstance(frozen[0], str) and isinstance(frozen[1], str):
+        return _id_template(frozen[0], frozen[1])
 
     def render(event: JsonObject) -> str:
         out: list[str] = []
@@ -449,6 +400,24 @@ def template_expr(template: str) -> Expr:
             else:
                 out.append(js_string(value))
         return "".join(out)
+
+    return render
+
+
+def _id_template(placeholder: tuple[tuple[str, ...], bool], suffix: str) -> Expr:
+    """``{{path}}suffix``, the usual way to give a second mapping its own transaction_id:
+    the same result as the general renderer, with the common value (a plain string) first."""
+    tokens, escape = placeholder
+
+    def render(event: JsonObject) -> str:
+        value = _segment_get(event, tokens)
+        if isinstance(value, str):
+            if escape and _HTML_CHARS.search(value):
+                value = _HTML_CHARS.sub(lambda m: _HTML_ESCAPES[m.group(0)], value)
+            return value + suffix
+        if value is None or value is MISSING:
+            return suffix
+        return js_string(value) + suffix
 
     return render
 
@@ -622,6 +591,11 @@ def string_expr(value: Expr) -> Expr:
 
 def to_text(value: Any) -> str:
     """A non-null value as text, for ``@string`` and ``string_properties``."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return str(value)
     if isinstance(value, str):
         return value
     if isinstance(value, bool):

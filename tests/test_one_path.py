@@ -1,0 +1,280 @@
+"""There is one path through a mapping, and it applies each output rule exactly as stated.
+
+A mapping compiles to one generated function (``Mapping.build``) that inlines simple paths and
+skips a rule's call when the value already passes it. Random Segment-like events and random
+mappings check that this function gives what the rules give when applied one by one, in field
+order: the same payload, or the same reject. The timestamp parser's shortcut through
+``datetime.fromisoformat`` is held to the regular parse the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from segmetro.mapping import load_mapping_text, normalize_timestamp
+from segmetro.mapping import timestamps as timestamps_module
+from segmetro.mapping.core import Mapping, _Rejected
+from segmetro.mapping.timestamps import is_normal_form
+from segmetro.mapping.values import MISSING
+from segmetro.models import Mapped, Record, Reject
+
+# ---------------------------------------------------------------------------------- events
+
+normal_ts = st.builds(
+    lambda d, h, m, s, ms: f"2026-11-{d:02d}T{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z",
+    st.integers(1, 30),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+    st.integers(0, 999),
+)
+odd_ts = st.sampled_from(
+    [
+        "2026-W47-1T17:16:57.455Z",  # ISO week date: fromisoformat takes it, the normal form not
+        "2026-11-23T17:16:5\u0663.455Z",  # an Arabic-Indic digit
+        "2026-11-23T17:16:57.\u066455Z",
+        "2026-02-30T10:00:00.000Z",
+        "2026-11-31T10:00:00.000Z",
+        "2026-11-23T24:00:00.000Z",
+        "2026-11-23T17:16:60.000Z",
+        "0000-11-23T17:16:57.455Z",
+        "2026-11-23T17:16:57.455+01:00",
+        "2026-11-23 17:16:57.455Z",
+        "2026-11-23T17:16:57.45Z",
+        "2026-11-23T17:16:57.4555Z",
+        "2026-11-23t17:16:57.455z",
+        "2026-11-23",
+        "2026-11-25T01:02:03Z",
+        "1700000000",
+        "",
+        "  2026-11-23T17:16:57.455Z",
+        "2025-01-01T00:00:00.000Z",  # too old
+        "2026-12-25T00:00:00.000Z",  # too new
+    ]
+)
+timestamps = st.one_of(
+    normal_ts,
+    odd_ts,
+    normal_ts,
+    st.integers(1_790_000_000, 1_800_000_000),
+    st.floats(1.79e12, 1.8e12, allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.text(alphabet="0123456789-T:.Z W+\u0663", min_size=20, max_size=26),
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "abc", "API Call", "Job Completed", "x" * 130, "0", "1.5"]),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "b", "c", "id"]), children, max_size=3),
+    ),
+    max_leaves=8,
+)
+ids = st.one_of(
+    st.sampled_from(["m1", "m2", "m3", "m4", "m5", "m6"]),
+    st.sampled_from(["m1", "m2", "m3", "m4", "m5", "m6"]),
+    st.sampled_from(["", "x" * 129]),
+    st.integers(1, 5),
+    st.none(),
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": draw(st.sampled_from(["track", "track", "identify", 7])),
+        "event": draw(st.sampled_from(["API Call", "Job Completed", "Seat Added", 3, None])),
+        "messageId": draw(ids),
+        "timestamp": draw(timestamps),
+        "context": draw(
+            st.one_of(
+                st.just({"groupId": "g1"}),
+                st.fixed_dictionaries(
+                    {"groupId": st.one_of(st.sampled_from(["g1", "g2", ""]), scalars)}
+                ),
+                values,
+            )
+        ),
+        "properties": draw(
+            st.one_of(st.dictionaries(st.sampled_from(["a", "b", "n"]), values, max_size=3), values)
+        ),
+        "userId": draw(st.one_of(st.sampled_from(["u1", "u2"]), scalars)),
+    }
+    for key in draw(st.sets(st.sampled_from(sorted(event)), max_size=2)):
+        del event[key]
+    return event
+
+
+# -------------------------------------------------------------------------------- mappings
+
+FIELD_CHOICES: dict[str, list[Any]] = {
+    "transaction_id": [
+        "$.messageId",
+        "$['messageId']",
+        "$.context.groupId",
+        {"@template": "{{messageId}}-x"},
+        "$..messageId",
+        "fixed",
+    ],
+    "customer_id": ["$.context.groupId", "$.userId", "$.properties.a", "acme", "$.context[0]"],
+    "event_type": ["$.event", "api_call", {"@case": {"operator": "lower", "value": "$.event"}}],
+    "timestamp": ["$.timestamp", "$.properties.a", {"@string": "$.timestamp"}],
+    "properties": [
+        "$.properties",
+        "$.context",
+        {"a": "$.properties.a", "n": "$.properties.n", "k": 5},
+        "$.properties.a",
+        None,
+    ],
+}
+TRIGGERS = [None, 'type = "track"', 'event = "API Call" or event = "Job Completed"', "bad ="]
+
+
+@st.composite
+def mappings(draw: st.DrawFn) -> str:
+    items = []
+    for n in range(draw(st.integers(1, 2))):
+        fields = {}
+        for name, choices in FIELD_CHOICES.items():
+            # the common mapping (first choice) half of the time: the fast path's home ground
+            choice = draw(st.sampled_from([choices[0]] * len(choices) + choices))
+            if choice is not None:
+                fields[name] = choice
+        if n == 1 and draw(st.booleans()):
+            fields["transaction_id"] = {"@template": "{{messageId}}-second"}
+        item: dict[str, Any] = {"name": f"m{n}", "fields": fields}
+        trigger = draw(st.sampled_from(TRIGGERS[:-1]))
+        if trigger is not None:
+            item["trigger"] = trigger
+        if draw(st.booleans()):
+            item["string_properties"] = True
+        items.append(item)
+    return json.dumps({"version": 1, "mappings": items})
+
+
+# ------------------------------------------------------------------------------ the oracle
+
+
+def by_the_rules(mapping: Mapping, event: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
+    """Each field's expression, then its rule, one field after the other (no generated code)."""
+    payload: dict[str, Any] = {}
+    rules = {"transaction_id": mapping._identifier, "timestamp": mapping._timestamp,
+             "properties": mapping._properties}  # fmt: skip
+    for spec in mapping.fields:
+        try:
+            value = spec.expr(event)
+        except Exception as exc:  # noqa: BLE001 - the oracle states what becomes of any failure
+            failure = mapping._failed(spec, exc)
+            return failure.reason, failure.detail
+        try:
+            value = rules.get(spec.name, mapping._identifier)(spec, value)
+        except _Rejected as exc:
+            return exc.reason, exc.detail
+        if value is not None and value is not MISSING:
+            payload[spec.name] = value
+    return payload
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(text=mappings(), batch=st.lists(events(), min_size=1, max_size=10))
+def test_the_compiled_mapping_is_its_rules_applied_in_order(
+    text: str, batch: list[dict[str, Any]]
+) -> None:
+    for mapping in load_mapping_text(text, name="m.yaml").mappings:
+        for event in batch:
+            expected = by_the_rules(mapping, event)
+            got = mapping.map(Record(event, "e.jsonl", 1))
+            if isinstance(expected, dict):
+                assert isinstance(got, Mapped), got
+                assert got.payload == expected
+                assert list(got.payload) == list(expected)  # the same key order: same bytes
+            else:
+                assert isinstance(got, Reject)
+                assert (got.reason, got.detail) == expected
+
+
+@given(value=st.one_of(timestamps, st.text(max_size=30)))
+@settings(max_examples=800, deadline=None)
+def test_the_timestamp_shortcut_reads_as_the_parser_does(value: Any) -> None:
+    """normalize_timestamp with its fromisoformat shortcut = without it (result or message)."""
+
+    def outcome() -> str:
+        try:
+            return "ok " + normalize_timestamp(value)
+        except ValueError as exc:
+            return f"error {exc}"
+
+    quick = outcome()
+    with mock.patch.object(timestamps_module, "_quick", return_value=None):
+        regular = outcome()
+    assert quick == regular
+    if isinstance(value, str) and is_normal_form(value):
+        assert quick == f"ok {value}"
+
+
+def test_simple_paths_are_inlined_and_every_value_takes_the_one_path() -> None:
+    text = json.dumps(
+        {
+            "version": 1,
+            "mappings": [
+                {
+                    "name": "usage",
+                    "fields": {
+                        "transaction_id": "$.messageId",
+                        "customer_id": "$.context.groupId",
+                        "timestamp": "$.timestamp",
+                        "event_type": "$.event",
+                        "properties": "$.properties",
+                    },
+                }
+            ],
+        }
+    )
+    event = {
+        "messageId": "m",
+        "context": {"groupId": "g"},
+        "timestamp": "2026-11-23T17:16:57.455Z",
+        "event": "API Call",
+        "properties": {"n": 1},
+    }
+    mapping = load_mapping_text(text).mappings[0]
+    assert mapping.build(event) == {
+        "transaction_id": "m",
+        "customer_id": "g",
+        "event_type": "API Call",
+        "timestamp": "2026-11-23T17:16:57.455Z",
+        "properties": {"n": 1},
+    }
+    # an offset, a number id, no properties: the same function, the rules do the rest
+    odd = dict(event, timestamp="2026-11-23T19:16:57+02:00", messageId=5)
+    del odd["properties"]
+    assert mapping.build(odd) == {
+        "transaction_id": "5",
+        "customer_id": "g",
+        "event_type": "API Call",
+        "timestamp": "2026-11-23T17:16:57.000Z",
+    }
+    with pytest.raises(_Rejected, match="timestamp"):
+        mapping.build(dict(event, timestamp="2026-W47-1T17:16:57.455Z"))
+
+
+@pytest.mark.parametrize("value", ["2026-W47-1T17:16:57.455Z", "2026-11-23T17:16:5\u0663.455Z"])
+def test_not_normal_form(value: str) -> None:
+    assert not is_normal_form(value)
