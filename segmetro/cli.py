@@ -120,9 +120,17 @@ def init(
             raise ConfigError(f"{from_segment} is not JSON: {exc}.") from None
         text = mapping_from_segment(action, source_name=str(from_segment))
     load_mapping_text(text, name=str(out))
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the mapping file's path with -o.")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; use --force to overwrite it.")
-    out.write_text(text, encoding="utf-8")
+    if not out.parent.is_dir():
+        what = "is not a directory" if out.parent.exists() else "does not exist"
+        raise ConfigError(f"cannot write {out}: {out.parent} {what}.")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}.") from None
     output.info(f"wrote {out}")
 
 
@@ -188,8 +196,11 @@ def map_command(
         int | None,
         typer.Option(
             min=1,
-            help="Processes that read and map input files (default: the number of CPUs; "
-            "1 = this process only). Output and rejects do not depend on it.",
+            help="Processes that read and map input files; 1 = this process only. Default: 1, "
+            "or one per CPU (at most half the files) when there are 4 or more input files "
+            "with 64 MiB of gzip or more between them and none holding over half of it "
+            "(below that, extra processes cost more than they save). Output and rejects do "
+            "not depend on it.",
             show_default=False,
         ),
     ] = None,
@@ -200,7 +211,7 @@ def map_command(
     """
     from segmetro import output
     from segmetro.pipeline import check_rejects_path, run_map
-    from segmetro.workers import default_workers
+    from segmetro.pipeline.workers import choose_workers
 
     mappings, window, inputs_set = _job(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
@@ -218,7 +229,7 @@ def map_command(
             out=sink,
             rejects_path=rejects,
             on_bytes=progress.advance,
-            workers=workers if workers is not None else default_workers(),
+            workers=workers if workers is not None else choose_workers(inputs_set.objects),
         )
     output.summary(report.counts)
     output.rejects(
@@ -266,6 +277,14 @@ def _write_errors(out: Path | None) -> Iterator[None]:
 
     try:
         yield
+    except BrokenPipeError:
+        if out is not None:
+            raise ConfigError(f"cannot write {out}: broken pipe.") from None
+        # `map | head`: the reader has what it wanted. End quietly, as Unix tools do
+        # (exit 141 = killed by SIGPIPE), and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(141) from None
     except OSError as exc:
         where = out if out is not None else "stdout"
         raise ConfigError(f"cannot write {where}: {exc.strerror}.") from None
@@ -402,19 +421,13 @@ def replay(
     locked by another run. 130: interrupted. State is saved in every case. Rate limits (429)
     never fail a run: segmetro paces itself to Metronome's limit and waits.
     """
-    import asyncio
     import logging
 
     from segmetro import output
     from segmetro.delivery import SenderConfig
-    from segmetro.errors import ConfigError, SegmetroError
-    from segmetro.pipeline import (
-        check_rejects_path,
-        default_rejects_path,
-        run_replay,
-        run_signature,
-    )
-    from segmetro.state import StateDB, new_run_id, normalize_api_url
+    from segmetro.errors import ConfigError
+    from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
+    from segmetro.state import normalize_api_url
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -469,61 +482,23 @@ def replay(
         "rate": rate,
         "resend_changed": resend_changed,
     }
-    with StateDB.open(state_path) as db:
-        run_id = new_run_id()
-        stale = db.acquire_lock(run_id)
-        if stale is not None:
-            output.warning(f"took over the lock left by {stale.describe()}, which is gone")
-        exit_code: int | None = None
-        report = None
-        begun = False
-        rejects_path = rejects or default_rejects_path(state_path, run_id)
-        try:
-            destination = db.destination(api_url, token)
-            if db.claimed is not None:
-                output.warning(
-                    f"{destination.describe()} held the checkpoints and ledger of an older "
-                    "state file, whose account was not recorded; this token now claims them "
-                    "(runs with another token to this URL start from zero)"
-                )
-            db.begin_run("replay", options, run_id=run_id, destination=destination)
-            begun = True
-            with output.Progress(
-                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
-            ) as progress:
-                report = asyncio.run(
-                    run_replay(
-                        mappings,
-                        inputs_set,
-                        window=window,
-                        sender=config,
-                        rejects_path=rejects_path,
-                        rejects_lazy=rejects is None,
-                        state=db.for_destination(destination),
-                        run_id=run_id,
-                        signature=signature,
-                        resend_changed=resend_changed,
-                        on_bytes=progress.advance,
-                        on_tick=lambda counts, stats: progress.update(
-                            output.delivery_status(stats)
-                        ),
-                    )
-                )
-            exit_code = report.exit_code
-        except KeyboardInterrupt:
-            exit_code = 130
-            raise
-        except SegmetroError as exc:
-            exit_code = exc.exit_code
-            raise
-        finally:
-            summary = report.to_json() if report is not None else {}
-            failed_first = report is None or (report.fatal is not None and not report.delivery.sent)
-            if db.claimed is not None and failed_first:
-                db.unclaim(db.claimed)
-            if begun:
-                db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
-            db.release_lock(run_id)
+    with output.Progress(
+        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
+    ) as progress:
+        report = replay_with_state(
+            mappings,
+            inputs_set,
+            window=window,
+            sender=config,
+            state_path=state_path,
+            options=options,
+            signature=signature,
+            rejects_path=rejects,
+            resend_changed=resend_changed,
+            on_warning=output.warning,
+            on_bytes=progress.advance,
+            on_tick=lambda counts, stats: progress.update(output.delivery_status(stats)),
+        )
     for warn in report.warnings:
         output.warning(warn)
     if json_out:
@@ -667,7 +642,9 @@ def verify(
     Samples the ledger of the destination of --api-url and METRONOME_BEARER_TOKEN. Reports
     events Metronome does not have, duplicates, and events that matched no customer or no
     billable metric. Search is heavily rate limited, so this samples gently.
-    Exit 0 when every sampled event was found, 1 when some are missing, 3 on API errors.
+    Exit 0 when every sampled event was found and matched a customer and a billable metric;
+    1 when some are missing or matched no customer or no billable metric, or when nothing
+    could be checked (no delivered event in the last 34 days); 3 on API errors.
     """
     import asyncio
 
@@ -678,11 +655,11 @@ def verify(
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
+    if not state.exists():
+        raise StateError(f"state file {state} does not exist")
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token:
         raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
     window = Window.from_options(since=None, until=None, now=now)
     config = SenderConfig(api_url=api_url, token=token)
     with StateDB.open(state, readonly=True) as db:

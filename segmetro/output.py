@@ -292,6 +292,9 @@ def show_diff(result: Any, *, old: str, new: str) -> None:
 
 def show_verify(report: Any) -> None:
     out = console()
+    if report.nothing_checked is not None:
+        out.print(escape(f"verified nothing: {report.nothing_checked}"))
+        return
     out.print(
         escape(
             f"verified {report.sampled} delivered events: {report.found} found, "

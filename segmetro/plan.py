@@ -23,10 +23,10 @@ from segmetro.pipeline import (
     against_ledger,
     field_diff,
     read_resumed,
+    select,
 )
-from segmetro.selection import select
 from segmetro.sources import InputSet, iter_records
-from segmetro.state import UNRECORDED_PAYLOAD, DestinationState
+from segmetro.state import UNRECORDED_PAYLOAD, StateStore
 from segmetro.window import Window
 
 #: How many field diffs a plan or a diff shows; the counts cover everything.
@@ -105,7 +105,7 @@ def plan(
     inputs: InputSet,
     *,
     window: Window,
-    state: DestinationState | None,
+    state: StateStore | None,
     resume: Resume | None = None,
     on_bytes: Callable[[int], None] | None = None,
     rejects: RejectSink | None = None,

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -53,6 +53,7 @@ __all__ = [
     "LockInfo",
     "RunInfo",
     "StateDB",
+    "StateStore",
     "UndeliverableRun",
     "format_time",
     "new_run_id",
@@ -848,6 +849,35 @@ class StateDB:
 
 
 _CHECKPOINT_COLUMNS = "source, identity, line, done, updated_at, run_id, destination"
+
+
+class StateStore(Protocol):
+    """What a run needs of its state: the seam another backend (e.g. PostgreSQL) plugs into.
+
+    One destination's checkpoints and ledger; ``flush`` writes acknowledged events, the
+    checkpoints they allow and undeliverable events in one transaction.
+    """
+
+    @property
+    def path(self) -> Path: ...
+
+    def checkpoint(self, source: str) -> Checkpoint | None: ...
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    def flush(
+        self,
+        *,
+        delivered: Iterable[LedgerEntry] = (),
+        checkpoints: Iterable[Checkpoint] = (),
+        undeliverable: Iterable[tuple[str, str | None]] = (),
+    ) -> None: ...
+
+    def ledger_lookup(self, transaction_ids: Sequence[str]) -> dict[str, LedgerEntry]: ...
+
+    def ledger_size(self) -> int: ...
+
+    def ledger_sample(self, n: int, *, since: datetime) -> list[LedgerEntry]: ...
 
 
 class DestinationState:

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from segmetro.delivery import SenderConfig, search_events
-from segmetro.state import DestinationState, LedgerEntry
+from segmetro.models import format_timestamp
+from segmetro.state import LedgerEntry, StateStore
 from segmetro.window import MAX_AGE
 
 
@@ -24,10 +25,14 @@ class VerifyReport:
     no_customer: list[str] = field(default_factory=list)
     no_billable_metric: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
+    #: why nothing could be checked (no delivered event inside the search's 34 days)
+    nothing_checked: str | None = None
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.missing else 0
+        """1 when the sample shows a problem or proves nothing: no false comfort."""
+        problems = self.missing or self.no_customer or self.no_billable_metric
+        return 1 if problems or self.nothing_checked is not None else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +43,7 @@ class VerifyReport:
             "no_customer": self.no_customer,
             "no_billable_metric": self.no_billable_metric,
             "different": self.different,
+            "nothing_checked": self.nothing_checked,
             "exit_code": self.exit_code,
         }
 
@@ -53,7 +59,7 @@ def _differs(entry: LedgerEntry, row: dict[str, Any]) -> bool:
 
 
 async def verify_sample(
-    state: DestinationState,
+    state: StateStore,
     *,
     sample: int,
     now: datetime,
@@ -64,6 +70,11 @@ async def verify_sample(
     entries = state.ledger_sample(sample, since=now - MAX_AGE)
     report = VerifyReport(sampled=len(entries))
     if not entries:
+        report.nothing_checked = (
+            f"the ledger of this destination holds no event with a timestamp after "
+            f"{format_timestamp(now - MAX_AGE)} (Metronome's search sees only the last 34 "
+            "days), so nothing could be checked"
+        )
         return report
     rows = await search_events([e.transaction_id for e in entries], config=config, client=client)
     by_id: dict[str, list[dict[str, Any]]] = {}

@@ -289,3 +289,50 @@ def test_help_lists_every_command(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for command in ("init", "validate", "map", "replay", "fake-metronome"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "message"),
+    [
+        ("nodir/sub/m.yaml", [], "nodir/sub does not exist"),
+        ("somedir", ["--force"], "somedir is a directory"),
+        ("afile/m.yaml", [], "afile is not a directory"),
+    ],
+)
+def test_init_reports_unwritable_paths_in_one_line(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    extra: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["init", "-o", target, *extra])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert message in line
+
+
+def test_map_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`segmetro map ... | head -1`: no error message, no traceback, exit 141 (SIGPIPE's)."""
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    lines = (SAMPLES / "events" / "2026-11-23.jsonl").read_bytes().splitlines()
+    line = next(x for x in lines if b'"event":"API Call"' in x)
+    events.write_bytes(b"\n".join(line.replace(b'"ajs-', f'"n{i}-'.encode()) for i in
+                                  range(20000)) + b"\n")  # fmt: skip
+    script = (
+        f"{sys.executable} -m segmetro map -m {SAMPLES / 'mapping.yaml'} {events} "
+        f"--now {SAMPLES_NOW} | head -1 > /dev/null; echo $? ${{PIPESTATUS[0]}} >&2"
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    *messages, codes = done.stderr.strip().splitlines()
+    assert codes.split()[1] == "141"
+    assert not [m for m in messages if "error" in m or "Traceback" in m], messages

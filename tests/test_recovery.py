@@ -18,10 +18,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from segmetro import pipeline
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.models import Reason, Record, Reject
+from segmetro.pipeline import resume as pipeline_resume
 from segmetro.state import StateDB
 from tests.exports import messages, write_jsonl
 from tests.support import (
@@ -104,7 +104,7 @@ def test_an_input_that_breaks_off_is_resumed_not_finished(
     """A read that fails part-way (unreadable) leaves the input unfinished for the next run."""
     src = export(tmp_path, 300)
     state = tmp_path / "state.db"
-    real_read = pipeline.read_object
+    real_read = pipeline_resume.read_object
 
     def breaks_off(obj: Any, **kw: Any) -> Iterator[Record | Reject]:
         for item in real_read(obj, **kw):
@@ -113,7 +113,7 @@ def test_an_input_that_breaks_off_is_resumed_not_finished(
                 return
             yield item
 
-    monkeypatch.setattr(pipeline, "read_object", breaks_off)
+    monkeypatch.setattr(pipeline_resume, "read_object", breaks_off)
     server = fake_metronome()
     first = replay(runner, server.url, state, str(src))
     assert first.exit_code == 1
@@ -121,7 +121,7 @@ def test_an_input_that_breaks_off_is_resumed_not_finished(
     with StateDB.open(state, readonly=True) as db:
         (checkpoint,) = db.checkpoints()
     assert (checkpoint.line, checkpoint.done) == (100, False)
-    monkeypatch.setattr(pipeline, "read_object", real_read)
+    monkeypatch.setattr(pipeline_resume, "read_object", real_read)
     second = replay(runner, server.url, state, str(src))
     assert second.exit_code == 0, second.output
     assert orjson.loads(second.stdout)["read"] == 200

@@ -112,7 +112,7 @@ def test_verify_reports_unknown_customers_non_billable_and_different_events(
     replay(runner, server, src, state)
 
     result = verify(runner, server, state, "--sample", "1000", "--json")
-    assert result.exit_code == 0, result.output  # nothing missing
+    assert result.exit_code == 1, result.output  # nothing missing, but some would bill nothing
     report = orjson.loads(result.stdout)
     assert sorted(report["no_customer"]) == sorted(
         e["transaction_id"] for e in expected if e["customer_id"] not in known
@@ -140,9 +140,19 @@ def test_verify_only_samples_the_last_34_days(
         ["verify", "--state", str(state), "--api-url", server.url, "--now", later, "--json"],
         env={"METRONOME_BEARER_TOKEN": TOKEN},
     )
-    assert result.exit_code == 0, result.output
-    assert orjson.loads(result.stdout)["sampled"] == 0
+    assert result.exit_code == 1, result.output  # nothing checked is no comfort
+    report = orjson.loads(result.stdout)
+    assert report["sampled"] == 0
+    assert "nothing could be checked" in report["nothing_checked"]
+    assert "last 34 days" in report["nothing_checked"]
     assert server.snapshot(include_events=False).search_requests == 0
+    text = runner.invoke(
+        app,
+        ["verify", "--state", str(state), "--api-url", server.url, "--now", later],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )
+    assert text.exit_code == 1
+    assert text.stderr.startswith("verified nothing: the ledger of this destination holds no")
 
 
 def test_verify_needs_a_token_and_an_existing_state(
@@ -157,6 +167,12 @@ def test_verify_needs_a_token_and_an_existing_state(
     assert missing.exit_code == 2
     assert "does not exist" in missing.stderr
     assert not (tmp_path / "nope.db").exists()
+    # the state is checked first: without a state there is nothing a token could help with
     no_token = runner.invoke(app, ["verify", "--state", str(tmp_path / "nope.db")])
+    assert no_token.exit_code == 2
+    assert "does not exist" in no_token.stderr
+    state = tmp_path / "state.db"
+    replay(runner, server, export(tmp_path, 5), state)
+    no_token = runner.invoke(app, ["verify", "--state", str(state)])
     assert no_token.exit_code == 2
     assert "METRONOME_BEARER_TOKEN is not set" in no_token.stderr

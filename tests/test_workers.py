@@ -14,11 +14,11 @@ import pytest
 
 from segmetro.mapping import load_mapping, load_mapping_text
 from segmetro.models import Counts
+from segmetro.pipeline.workers import can_run_parallel
 from segmetro.sources import open_inputs
 from segmetro.window import Window
-from segmetro.workers import can_run_parallel
-from tests.conftest import SAMPLES, SAMPLES_NOW
 from tests.exports import messages
+from tests.support import SAMPLES, SAMPLES_NOW
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 

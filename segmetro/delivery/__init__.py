@@ -1,7 +1,8 @@
 """The sender and the search client: everything that talks to Metronome's usage API.
 
-``_http`` classifies every answer (one place for status rules), ``_pacing`` decides how fast
-to send, ``_sender`` batches, retries and bisects, ``_search`` looks events up for ``verify``.
+``_http`` classifies every answer (one place for status rules), ``_retry`` is the one retry
+budget (faults spend ``max_retries``, 429s only time), ``_pacing`` decides how fast to send,
+``_sender`` batches, paces and bisects, ``_search`` looks events up for ``verify``.
 """
 
 from segmetro.delivery._http import (

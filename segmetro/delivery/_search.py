@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -18,12 +19,12 @@ import orjson
 from segmetro.delivery._http import (
     SEARCH_PATH,
     Verdict,
-    backoff_delay,
     classify_error,
     classify_response,
     headers,
 )
 from segmetro.delivery._pacing import Sleep
+from segmetro.delivery._retry import GiveUp, Retries
 from segmetro.delivery._sender import SenderConfig, own_client
 from segmetro.errors import AuthenticationError, ConfigError, DeliveryError
 
@@ -39,6 +40,7 @@ async def search_events(
     pause: float = 0.2,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[dict[str, Any]]:
     """Look events up in small sequential chunks; returns the rows of every chunk, in order.
 
@@ -58,7 +60,7 @@ async def search_events(
                 await sleep(pause)
             ids = list(transaction_ids[start : start + chunk])
             body = orjson.dumps({"transactionIds": ids})
-            rows.extend(await _search_chunk(http, url, body, config, sleep, rand))
+            rows.extend(await _search_chunk(http, url, body, config, sleep, rand, clock))
     finally:
         if own:
             await http.aclose()
@@ -72,10 +74,18 @@ async def _search_chunk(
     config: SenderConfig,
     sleep: Sleep,
     rng: random.Random,
+    clock: Callable[[], float],
 ) -> list[dict[str, Any]]:
-    faults = 0
-    limited = 0
-    waited = 0.0
+    started = clock()
+    retries = Retries(
+        max_retries=config.max_retries,
+        max_stall=config.max_stall,
+        backoff_base=config.backoff_base,
+        backoff_cap=config.backoff_cap,
+        rng=rng,
+        clock=clock,
+        last_progress=lambda: started,
+    )
     while True:
         try:
             response = await http.post(
@@ -91,27 +101,17 @@ async def _search_chunk(
             raise AuthenticationError(answer.detail)
         if answer.verdict in (Verdict.REFUSED, Verdict.SPLIT):
             raise DeliveryError(f"event search refused: {answer.detail}")
-        if answer.verdict is Verdict.RATE_LIMITED:
-            delay = answer.hint
-            if delay is None:
-                delay = backoff_delay(limited, config.backoff_base, config.backoff_cap, rng)
-            limited += 1
-            if waited + delay > config.max_stall:
-                raise DeliveryError(
-                    f"event search at {url} stayed rate limited for {waited:.0f} s "
-                    "(--max-stall); try again later or with a smaller --sample"
-                )
-        else:
-            if faults >= config.max_retries:
-                raise DeliveryError(
-                    f"event search at {url} failed: {answer.detail} after {faults} retries; "
-                    "try again later or with a smaller --sample"
-                )
-            delay = answer.hint
-            if delay is None:
-                delay = backoff_delay(faults, config.backoff_base, config.backoff_cap, rng)
-            faults += 1
-        waited += delay
+        try:
+            if answer.verdict is Verdict.RATE_LIMITED:
+                delay = retries.rate_limited(answer, paced=False)
+            else:
+                delay = retries.fault(answer)
+            retries.check_stall(answer)
+        except GiveUp as exc:
+            raise DeliveryError(
+                f"event search at {url} failed: {exc.detail}; try again later or with a "
+                "smaller --sample"
+            ) from None
         await sleep(delay)
 
 

@@ -49,13 +49,13 @@ from segmetro.delivery._http import (
     INGEST_PATH,
     Answer,
     Verdict,
-    backoff_delay,
     check_base_url,
     classify_error,
     classify_response,
     headers,
 )
 from segmetro.delivery._pacing import Clock, Limiter, Pacer, Sleep
+from segmetro.delivery._retry import GiveUp, Retries
 from segmetro.errors import AuthenticationError, ConfigError, DeliveryError
 from segmetro.models import Reason
 
@@ -76,8 +76,6 @@ CONNECT_GRACE = 10.0
 CONNECT_ATTEMPTS = 3
 #: Batches of one hot customer pulled and unresolved at most.
 LANE_DEPTH = 4
-#: The longest backoff exponent used between 429s that came without a hint (0.5 s · 2^n).
-_LIMITED_BACKOFF_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -483,8 +481,15 @@ class _Sender:
         A ``fresh`` batch (never sent yet) is abandoned if the run is stopping.
         """
         body = orjson.dumps([item.payload for item in items])
-        faults = 0  # retries spent on faults (the --max-retries budget)
-        limited = 0  # 429s in a row for this body
+        retries = Retries(
+            max_retries=self.config.max_retries,
+            max_stall=self.config.max_stall,
+            backoff_base=self.config.backoff_base,
+            backoff_cap=self.config.backoff_cap,
+            rng=self.rng,
+            clock=self.clock,
+            last_progress=lambda: self.last_progress,
+        )
         unreachable = 0
         first = True
         while True:
@@ -531,41 +536,29 @@ class _Sender:
             self.stats.last_error = answer.detail
             self.stats.last_error_at = self.clock() - self.started
 
-            if verdict is Verdict.RATE_LIMITED:
-                delay = self._rate_limited(items, answer, sent_at, epoch, limited)
-                if delay is None:
-                    return _Outcome(_Kind.BY_CUSTOMER, answer.detail, answer.status)
-                if answer.customer and lane is None and not self.stopping:
-                    return _Outcome(_Kind.TO_LANE, answer.detail, answer.status)
-                limited += 1
-            else:
-                limited = 0
-                if answer.timeout:
-                    self.limiter.congestion(epoch)
-                if verdict is Verdict.UNREACHABLE and not self.connected:
-                    unreachable += 1
-                    waited = self.clock() - self.started
-                    if unreachable >= CONNECT_ATTEMPTS or waited >= CONNECT_GRACE:
-                        return _Outcome(
-                            _Kind.GIVE_UP,
-                            f"Metronome API unreachable: {answer.detail}; check --api-url / "
-                            "METRONOME_BASE_URL and the network",
-                        )
-                if faults >= self.config.max_retries:
-                    return _Outcome(_Kind.GIVE_UP, f"{answer.detail} after {faults} retries")
-                delay = answer.hint
-                if delay is None:
-                    delay = backoff_delay(
-                        faults, self.config.backoff_base, self.config.backoff_cap, self.rng
-                    )
-                faults += 1
-
-            if self.clock() - self.last_progress >= self.config.max_stall:
-                return _Outcome(
-                    _Kind.GIVE_UP,
-                    f"no event was delivered for {self.config.max_stall:g} s (--max-stall); "
-                    f"last error: {answer.detail}",
-                )
+            try:
+                if verdict is Verdict.RATE_LIMITED:
+                    paced = self._rate_limited(items, answer, sent_at, epoch)
+                    if paced is None:
+                        return _Outcome(_Kind.BY_CUSTOMER, answer.detail, answer.status)
+                    if answer.customer and lane is None and not self.stopping:
+                        return _Outcome(_Kind.TO_LANE, answer.detail, answer.status)
+                    delay = retries.rate_limited(answer, paced=paced)
+                else:
+                    if answer.timeout:
+                        self.limiter.congestion(epoch)
+                    if verdict is Verdict.UNREACHABLE and not self.connected:
+                        unreachable += 1
+                        waited = self.clock() - self.started
+                        if unreachable >= CONNECT_ATTEMPTS or waited >= CONNECT_GRACE:
+                            raise GiveUp(
+                                f"Metronome API unreachable: {answer.detail}; check --api-url "
+                                "/ METRONOME_BASE_URL and the network"
+                            )
+                    delay = retries.fault(answer)
+                retries.check_stall(answer)
+            except GiveUp as exc:
+                return _Outcome(_Kind.GIVE_UP, exc.detail)
             if verdict is not Verdict.RATE_LIMITED:
                 self.stats.retries += 1
             self.stats.retrying += 1
@@ -576,9 +569,10 @@ class _Sender:
                 self.stats.retrying -= 1
 
     def _rate_limited(
-        self, items: list[Outbound], answer: Answer, sent_at: float, epoch: int, limited: int
-    ) -> float | None:
-        """Learn from a 429; the delay before the re-send, or None to re-send per customer."""
+        self, items: list[Outbound], answer: Answer, sent_at: float, epoch: int
+    ) -> bool | None:
+        """Learn from a 429: whether a pace or a pause now spaces the re-send, or None to
+        re-send the batch per customer."""
         self.stats.rate_limited += 1
         if answer.customer:
             self.stats.customer_limited += 1
@@ -593,11 +587,8 @@ class _Sender:
         pacer.limited(sent_at, len(items))
         if answer.hint is not None:
             pacer.pause(answer.hint, sent_at)
-            return 0.0
-        if pacer.learned:
-            return 0.0  # the pace spaces the re-send
-        step = min(limited, _LIMITED_BACKOFF_STEPS)
-        return backoff_delay(step, self.config.backoff_base, self.config.backoff_cap, self.rng)
+            return True
+        return pacer.learned
 
 
 def own_client(config: SenderConfig) -> httpx.AsyncClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,6 +34,10 @@ class InputObject:
     _key: str | None = field(default=None, repr=False, compare=False)
     _etag: str | None = field(default=None, repr=False, compare=False)
     _endpoint_url: str | None = field(default=None, repr=False, compare=False)
+
+    def is_local_file(self, path: str | os.PathLike[str]) -> bool:
+        """Whether this object is read from the regular file at ``path`` (an existing path)."""
+        return self.kind == "file" and self._path is not None and os.path.samefile(self._path, path)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``segmetro map --workers N``: the selection of several input objects in worker processes.
 
-Each worker runs the same ``selection.selected`` as one process does, one object per task, and
-the parent runs ``selection.deduplicate`` on what comes back, in input order. Each worker
+Each worker runs the same ``select.selected`` as one process does, one object per task, and
+the parent runs ``select.deduplicate`` on what comes back, in input order. Each worker
 compiles the mapping itself from its YAML text (a ``MappingSet`` holds generated functions and
 cannot be pickled) and appends its results, in chunks, to a spill file of its own; the parent
 takes the files in input order, as they grow, and does the duplicate check and the writing.
@@ -40,6 +40,41 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: gzip bytes below which worker processes cost more than they save (start-up, and ~1.7x the
+#: CPU per event: every mapped event crosses to the parent); measured with
+#: benchmarks/workers_crossover.py, see BENCHMARKS.md
+PARALLEL_MIN_BYTES = 64 << 20
+#: a plain (not gzip) object holds about this many times the bytes of its gzip for the same events
+PLAIN_PER_GZIP_BYTE = 6
+
+
+def choose_workers(objects: Sequence[Any]) -> int:
+    """The default ``--workers`` for these input objects: 1 unless extra processes pay off.
+
+    Workers are used only when each gets at least two objects (so that the pool stays balanced
+    and the parent, which does the duplicate check and the writing, always has the next object
+    ready: with one object per worker, two workers on two CPUs were slower than one process),
+    the objects hold at least ``PARALLEL_MIN_BYTES`` of gzip (a plain object counts
+    1/``PLAIN_PER_GZIP_BYTE`` of its size) and no object holds more than half of it; stdin and
+    pipes cannot be handed to a worker. Then: one worker per CPU, at most half the objects.
+    """
+    if any(obj.kind == "stdin" for obj in objects):
+        return 1
+    workers = min(default_workers(), len(objects) // 2)
+    if workers < 2:
+        return 1
+    weights = [
+        (obj.size or 0)
+        if obj.name.lower().endswith((".gz", ".gzip"))
+        else (obj.size or 0) // PLAIN_PER_GZIP_BYTE
+        for obj in objects
+    ]
+    total = sum(weights)
+    if total < PARALLEL_MIN_BYTES or 2 * max(weights) > total:
+        return 1
+    return workers
+
+
 @dataclass
 class _WorkerSetup:
     """What every worker needs, sent once when it starts."""
@@ -67,7 +102,7 @@ def _worker_init(setup: _WorkerSetup, messages: Any) -> None:
 def _worker_task(number: int, obj: Any) -> None:
     """Map one input object, appending pickled chunks to its spill file; announce each chunk
     (and the compressed bytes read) on the message queue, and the end with the counts."""
-    from segmetro.selection import selected
+    from segmetro.pipeline.select import selected
     from segmetro.sources import read_object
 
     messages = _worker_state["messages"]

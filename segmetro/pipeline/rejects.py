@@ -1,0 +1,123 @@
+"""Where rejects go: counted, a few kept for display, every one written to the rejects file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from segmetro.errors import ConfigError
+from segmetro.models import Reject
+from segmetro.sources import InputSet
+
+#: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
+SHOWN_REJECTS = 20
+#: Output lines joined into one write by ``map``.
+WRITE_BATCH = 1024
+
+
+class RejectSink:
+    """Counts every reject, keeps the first few for display, and writes all of them to a file.
+
+    A write that fails (disk full, a bad path) is a `ConfigError`: the run stops rather than
+    lose a reject, and nothing is checkpointed past what was written. A ``lazy`` sink (a run's
+    own rejects file) creates the file and its directory at the first reject, so a run without
+    rejects leaves no empty file behind.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        append: bool = False,
+        run_id: str | None = None,
+        lazy: bool = False,
+    ) -> None:
+        self.path = path
+        self.append = append
+        self.run_id = run_id
+        self.shown: list[Reject] = []
+        self.written = 0
+        self.failed = False
+        self._fh: IO[bytes] | None = None
+        self._pending_open = path is not None and lazy
+        if path is not None and not lazy:
+            self._fh = self._open(path)
+
+    def _open(self, path: Path) -> IO[bytes]:
+        try:
+            if self._pending_open:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("ab" if self.append else "wb")
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    @property
+    def opened(self) -> bool:
+        """Whether a file was (or is being) written: the path a summary may name."""
+        return self.path is not None and not self._pending_open
+
+    def _error(self, exc: OSError) -> ConfigError:
+        self.failed = True
+        return ConfigError(f"cannot write rejects file {self.path}: {exc.strerror}.")
+
+    def add(self, reject: Reject) -> None:
+        if len(self.shown) < SHOWN_REJECTS:
+            self.shown.append(reject)
+        if self._pending_open and self.path is not None:
+            self._fh = self._open(self.path)
+            self._pending_open = False
+        if self._fh is not None:
+            entry = reject.to_json()
+            if self.run_id is not None:
+                entry["run_id"] = self.run_id
+            try:
+                self._fh.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+            except OSError as exc:
+                raise self._error(exc) from None
+            self.written += 1
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                raise self._error(exc) from None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as exc:
+                if not self.failed:  # the first failure was already reported
+                    raise self._error(exc) from None
+
+    def __enter__(self) -> RejectSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_rejects_path(state_path: Path, run_id: str) -> Path:
+    """Where a replay run without ``--rejects`` writes its rejects: a file of its own."""
+    return state_path.parent / "rejects" / f"{run_id}.jsonl"
+
+
+def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: bool) -> None:
+    """Refuse a rejects file that is one of the inputs, or (for `overwrite`) holds rejects."""
+    if rejects is None or not rejects.exists():
+        return
+    for obj in inputs.objects:
+        if obj.is_local_file(rejects):
+            raise ConfigError(
+                f"--rejects {rejects} is also an input: write the rejects of this run to "
+                "another file."
+            )
+    if overwrite and rejects.stat().st_size > 0:
+        raise ConfigError(
+            f"--rejects {rejects} already holds rejects (the record of events that were not "
+            "billed); this command would overwrite it: choose another file."
+        )
