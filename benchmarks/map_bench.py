@@ -169,23 +169,22 @@ def inflate_like_reader(paths: Sequence[Path], zlib_module: ModuleType = zlib) -
     crc32 = zlib_module.crc32
     total = 0
     for path in paths:
-        data = path.read_bytes()
         d = zlib_module.decompressobj(-15)
         crc = size = 0
-        pending = data[_deflate_start(data[:4096]) :]
-        while pending and not d.eof:
-            piece, pending = pending[: 1 << 20], pending[1 << 20 :]
-            out = d.decompress(piece, limit)
-            while True:
-                crc = crc32(out, crc)
-                size += len(out)
-                if len(out) < limit or d.eof:
-                    break
-                out = d.decompress(d.unconsumed_tail, limit)
-            if d.eof:
-                pending = d.unused_data + pending
-        trailer = pending[:8]
-        if trailer != crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"):
+        with path.open("rb") as fh:
+            head = fh.read(1 << 20)
+            pending = head[_deflate_start(head) :]
+            while pending and not d.eof:
+                out = d.decompress(pending, limit)
+                while True:
+                    crc = crc32(out, crc)
+                    size += len(out)
+                    if len(out) < limit or d.eof:
+                        break
+                    out = d.decompress(d.unconsumed_tail, limit)
+                pending = d.unused_data if d.eof else fh.read(1 << 20)
+            trailer = pending[:8] if len(pending) >= 8 else pending + fh.read(8)
+        if trailer[:8] != crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"):
             raise ValueError(f"{path}: CRC32/ISIZE mismatch")
         total += size
     return total

@@ -19,14 +19,17 @@ from segmetro.errors import SourceError
 from segmetro.models import Reason, Record, Reject
 from segmetro.sources import (
     STDIN_NAME,
-    InputObject,
+    FileInput,
     InputSet,
-    _local,
+    StreamInput,
+    gunzip,
     iter_records,
+    local,
     open_inputs,
     read_object,
 )
-from segmetro.sources._reader import SPOOL_MEMORY
+from segmetro.sources.formats import detect
+from segmetro.sources.gunzip import SPOOL_MEMORY
 
 Items = list[Record | Reject]
 
@@ -469,7 +472,7 @@ def test_start_line_in_a_json_array(tmp_path: Path) -> None:
 
 
 def test_start_line_with_small_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "READ_CHUNK", 7)
+    monkeypatch.setattr(local, "READ_CHUNK", 7)
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(*range(1, 30)))
     records, _ = split(read_path(path, start_line=17))
@@ -477,7 +480,7 @@ def test_start_line_with_small_reads(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_on_bytes_counts_compressed_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "READ_CHUNK", 100)
+    monkeypatch.setattr(local, "READ_CHUNK", 100)
     path = tmp_path / "a.gz"
     path.write_bytes(gzip.compress(jsonl(*range(200))))
     seen: list[int] = []
@@ -493,7 +496,7 @@ def test_read_error_mid_file_is_an_unreadable_reject(
 ) -> None:
     path = tmp_path / "a.jsonl"
     path.write_bytes(jsonl(1, 2, 3))
-    monkeypatch.setattr(_local, "READ_CHUNK", len(line(1)) + 1)
+    monkeypatch.setattr(local, "READ_CHUNK", len(line(1)) + 1)
     real_open = builtins.open
 
     class Failing(io.BufferedReader):
@@ -601,9 +604,41 @@ def test_identity_follows_size_and_mtime(tmp_path: Path) -> None:
     path.write_bytes(jsonl(1))
     os.utime(path, ns=(1_000_000_000, 2_000_000_000))
     (obj,) = open_inputs([str(path)]).objects
-    assert obj == InputObject(
-        name=str(path), size=len(jsonl(1)), identity=f"{len(jsonl(1))}:2000000000", kind="file"
+    assert obj == FileInput(
+        name=str(path), size=len(jsonl(1)), identity=f"{len(jsonl(1))}:2000000000"
     )
+    assert obj.kind == "file"
+
+
+def test_is_local_file_names_the_file_it_reads(tmp_path: Path) -> None:
+    """What ``--rejects`` is checked against: the same file under any path, and nothing else."""
+    (tmp_path / "a.jsonl").write_bytes(jsonl(1))
+    (tmp_path / "b.jsonl").write_bytes(jsonl(2))
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "a.jsonl")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "dangling.jsonl").symlink_to(tmp_path / "nowhere")
+    (a,) = open_inputs([str(tmp_path / "a.jsonl")]).objects
+    assert a.is_local_file(tmp_path / "link.jsonl")
+    assert not a.is_local_file(tmp_path / "b.jsonl")
+    (dangling,) = open_inputs([str(tmp_path / "sub")]).objects
+    assert dangling.identity == "unreadable"
+    assert not dangling.is_local_file(tmp_path / "a.jsonl")
+    assert not StreamInput().is_local_file(tmp_path / "a.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("head", "name", "expected"),
+    [
+        (b'[{"a": 1}]', "x.json", "json-array"),
+        (b'[{"a": 1}]', "x", "json-array"),
+        (b'[{"a": 1}]', "x.JSONL.gz", "jsonl"),
+        (b'[{"a": 1}]', "x.ndjson", "jsonl"),
+        (b'{"a": 1}', "x.json", "jsonl"),
+        (b"", "x.json", "jsonl"),
+    ],
+)
+def test_the_format_is_detected_from_the_first_bytes(head: bytes, name: str, expected: str) -> None:
+    assert detect(head, name).name == expected
 
 
 @pytest.mark.parametrize(
@@ -636,9 +671,9 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("sys.stdin", FakeStdin())
     inputs = open_inputs(["-"])
-    assert inputs.objects == [
-        InputObject(name=STDIN_NAME, size=None, identity="stdin", kind="stdin")
-    ]
+    assert inputs.objects == [StreamInput()]
+    (obj,) = inputs.objects
+    assert (obj.name, obj.size, obj.identity, obj.kind) == (STDIN_NAME, None, "stdin", "stdin")
     assert inputs.total_bytes is None
     records, rejects = split(list(iter_records(inputs)))
     assert records == [(1, ev(1)), (3, ev(3))]
@@ -696,7 +731,7 @@ def test_reading_is_streamed_in_bounded_memory(tmp_path: Path) -> None:
 def test_an_over_long_line_is_never_held_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_local, "READ_CHUNK", 64 * 1024)
+    monkeypatch.setattr(local, "READ_CHUNK", 64 * 1024)
     path = tmp_path / "a.jsonl"
     with path.open("wb") as f:
         f.write(line(1) + b"\n" + b'{"blob": "')
@@ -883,18 +918,16 @@ def test_a_member_is_spooled_in_flat_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
 ) -> None:
     """A ~30 MB member: up to SPOOL_MEMORY in memory, then on disk; peak memory stays flat."""
-    from segmetro.sources import _reader
-
     limit = 64 * MB if in_memory else 1 * MB
-    monkeypatch.setattr(_reader, "SPOOL_MEMORY", limit)
+    monkeypatch.setattr(gunzip, "SPOOL_MEMORY", limit)
     files: list[int] = []
-    real = _reader.tempfile.TemporaryFile
+    real = gunzip.tempfile.TemporaryFile
 
     def temporary_file(*args: Any, **kw: Any) -> Any:
         files.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(_reader.tempfile, "TemporaryFile", temporary_file)
+    monkeypatch.setattr(gunzip.tempfile, "TemporaryFile", temporary_file)
     path = tmp_path / "big.jsonl.gz"
     with gzip.open(path, "wb", compresslevel=1) as f:
         for i in range(120_000):
@@ -958,7 +991,7 @@ def test_gzip_magic_without_a_gzip_header_loses_no_line(
     want_rejects: list[int],
     why: str,
 ) -> None:
-    monkeypatch.setattr(_local, "READ_CHUNK", read_chunk)
+    monkeypatch.setattr(local, "READ_CHUNK", read_chunk)
     path = tmp_path / "x.jsonl"
     items = _items(tmp_path, data, name="x.jsonl")
     records, rejects = split(items)
@@ -986,22 +1019,17 @@ def test_gzip_magic_then_an_object_line_exact_bytes(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"\x1f\x8b\n{}")
     (obj,) = open_inputs([str(path)]).objects
-    for lazy in (False, True):
-        items = list(
-            _local.read_local(obj, start_line=0, on_bytes=None, max_line_bytes=100, lazy=lazy)
-        )
-        assert len(items) == 2
-        reject, record = items
-        assert isinstance(reject, Reject)
-        assert (reject.reason, reject.source, reject.raw) == (
-            Reason.CORRUPT_GZIP,
-            f"{path}:1",
-            "\x1f\\x8b",
-        )
-        assert reject.event is None
-        assert (Record(*record) if isinstance(record, tuple) else record) == Record(
-            {}, str(path), 2
-        )
+    items = list(read_object(obj, max_line_bytes=100))
+    assert len(items) == 2
+    reject, record = items
+    assert isinstance(reject, Reject)
+    assert (reject.reason, reject.source, reject.raw) == (
+        Reason.CORRUPT_GZIP,
+        f"{path}:1",
+        "\x1f\\x8b",
+    )
+    assert reject.event is None
+    assert record == Record({}, str(path), 2)
 
 
 def test_gzip_magic_with_a_first_line_over_the_limit(tmp_path: Path) -> None:
@@ -1018,10 +1046,8 @@ def test_a_gzip_name_field_that_never_ends_is_not_gzip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The header is never buffered past MAX_HEADER: beyond it, the stream is plain text."""
-    from segmetro.sources import _reader
-
-    monkeypatch.setattr(_reader, "MAX_HEADER", 64)
-    monkeypatch.setattr(_local, "READ_CHUNK", 16)
+    monkeypatch.setattr(gunzip, "MAX_HEADER", 64)
+    monkeypatch.setattr(local, "READ_CHUNK", 16)
     data = b"\x1f\x8b\x08\x08" + b"\x01" * 6 + b"n" * 100 + b"\n" + jsonl(2)
     items = _items(tmp_path, data, name="x.jsonl")
     assert split(items) == ([(2, ev(2))], [(Reason.CORRUPT_GZIP, f"{tmp_path / 'x.jsonl'}:1")])

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from segmetro.models import REJECT_MARKER, Record, Reject
-from segmetro.sources import _local, _reader, open_inputs, read_object
+from segmetro.sources import gunzip, local, open_inputs, read_object
 
 BOM = b"\xef\xbb\xbf"
 
@@ -51,8 +51,8 @@ PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 def _read(data: bytes, name: str, read_chunk: int, out_chunk: int, **kw: Any) -> list[Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch.object(_local, "READ_CHUNK", read_chunk),
-        mock.patch.object(_reader, "OUT_CHUNK", out_chunk),
+        mock.patch.object(local, "READ_CHUNK", read_chunk),
+        mock.patch.object(gunzip, "OUT_CHUNK", out_chunk),
     ):
         path = Path(tmp) / name
         path.write_bytes(data)

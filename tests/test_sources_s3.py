@@ -264,7 +264,7 @@ def flaky_gets(
     gets: list[dict[str, Any]] = []
 
     def get_body(obj: Any, attempt: int) -> Any:
-        gets.append({"attempt": attempt, "etag": obj._etag})
+        gets.append({"attempt": attempt, "etag": obj.etag})
         return FlakyBody(real(obj, attempt), failures.get(attempt, set()), error)
 
     monkeypatch.setattr(_s3, "_get_body", get_body)

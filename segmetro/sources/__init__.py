@@ -1,62 +1,78 @@
 """Inputs: expand specs into objects, and stream each object as records and rejects.
 
+``sources`` owns everything between an INPUT argument and a ``Record``: finding the objects,
+reading their bytes, and turning every line into a record or a ``Reject`` with coordinates.
 ``open_inputs`` turns the command line's INPUT arguments into an ``InputSet``; ``read_object``
 streams one object; ``iter_records`` streams them all in order. Bad content never raises: every
-unreadable object, corrupt gzip stream and unparseable line becomes a ``Reject`` whose ``source``
-holds its coordinates (``path:line`` or ``s3://bucket/key:line``; line 0 = the object itself).
+unreadable object, corrupt gzip stream and unparseable line becomes a ``Reject`` whose
+``source`` holds its coordinates (``path:line`` or ``s3://bucket/key:line``; line 0 = the
+object itself).
 
-Reading details:
+An object's bytes go through three stages, each a generator over the one before:
 
-* gzip is detected by its header (magic bytes, deflate, known flags), member after member, and
-  each member is verified (CRC32 and length) before any of its lines is used. A member that
-  fails its check yields no records: every line touching its data is a ``corrupt_gzip`` reject
-  (with the line's object as ``event`` when it parses), and reading stops where the stream can
-  no longer be followed. A *truncated* stream (cut off, e.g. an upload in progress) keeps every
-  line before the cut and adds one ``corrupt_gzip`` reject at the line where it stops.
-* A stream that starts with the gzip magic bytes but does not go on as a gzip header (another
-  compression method, reserved flags, a header that never ends) is *not gzip*: it is read as
-  plain text, and its first line (which holds the magic bytes, so it is never JSON) is one
-  ``corrupt_gzip`` reject saying why; every other line is read as usual, so none is lost.
-* Lines are split on ``\\n`` (``\\r\\n`` works); blank lines are skipped; a UTF-8 BOM is
-  ignored; lines are the physical lines of the decompressed object, counted from 1.
-* A stream whose first non-blank byte is ``[`` is read as one JSON array (streamed, element by
-  element, each at the line it starts on), unless its name ends in ``.jsonl`` / ``.ndjson``
-  (optionally ``.gz``). Several elements can share a line; a checkpoint at line L therefore
-  means "all of line L".
-* A rejects-file line (``REJECT_MARKER``) is unwrapped into its original event.
-* Directories are walked recursively, sorted by path; hidden names (``.x``) are skipped. An
-  entry that cannot be read is an object whose reading yields one ``unreadable`` reject.
-* The same object named twice (e.g. by a directory and a glob) is read once.
+1. ``gunzip``: stored bytes → content. Gzip is detected by its header (magic bytes, deflate,
+   known flags), member after member, and each member is verified (CRC32 and length) before any
+   of its bytes is used. A member that fails its check yields no records: every line touching
+   its data is a ``corrupt_gzip`` reject (with the line's object as ``event`` when it parses),
+   and reading stops where the stream can no longer be followed. A *truncated* stream (cut off,
+   e.g. an upload in progress) keeps every line before the cut and adds one ``corrupt_gzip``
+   reject at the line where it stops. A stream that starts with the gzip magic bytes but does
+   not go on as a gzip header (another compression method, reserved flags, a header that never
+   ends) is *not gzip*: it is read as plain text, and its first line (which holds the magic
+   bytes, so it is never JSON) is one ``corrupt_gzip`` reject saying why; every other line is
+   read as usual, so none is lost.
+2. ``formats``: content → records, in the ``Format`` its first bytes show (``FORMATS``). A
+   stream whose first non-blank byte is ``[`` is one JSON array (``jsonarray``: streamed element
+   by element, each at the line it starts on), unless its name ends in ``.jsonl`` / ``.ndjson``
+   (optionally ``.gz``). Several elements can share a line; a checkpoint at line L therefore
+   means "all of line L". Anything else is JSONL (``jsonl``).
+3. ``lines`` (for JSONL): content → numbered lines. Lines are split on ``\\n`` (``\\r\\n``
+   works); blank lines are skipped; a UTF-8 BOM is ignored; lines are the physical lines of the
+   decompressed object, counted from 1; a line over the limit is one ``line_too_long`` reject.
+
+In either JSON format a rejects-file line (``REJECT_MARKER``) is unwrapped into its original
+event. ``stream`` names what flows between the stages.
+
+The objects (``inputs``: the ``InputObject`` protocol) are files, stdin or pipes (``local``) and
+S3 objects (``_s3``, re-read and resumed at the line where a read failed). Directories are
+walked recursively, sorted by path; hidden names (``.x``) are skipped. An entry that cannot be
+read is an object whose reading yields one ``unreadable`` reject. The same object named twice
+(e.g. by a directory and a glob) is read once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import cast
 
 from segmetro.errors import SourceError
 from segmetro.models import Record, Reject
-from segmetro.sources._local import STDIN_NAME, expand_local, read_local, stdin_object
-from segmetro.sources._reader import Item, RawRecord
-from segmetro.sources._types import InputKind, InputObject, InputSet
+from segmetro.sources.formats import FORMATS, Format
+from segmetro.sources.inputs import InputKind, InputObject, InputSet
+from segmetro.sources.lines import DEFAULT_MAX_LINE_BYTES
+from segmetro.sources.local import (
+    STDIN_NAME,
+    FileInput,
+    StreamInput,
+    UnreadableInput,
+    expand_local,
+)
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "FORMATS",
     "STDIN_NAME",
+    "FileInput",
+    "Format",
     "InputKind",
     "InputObject",
     "InputSet",
-    "Item",
-    "RawRecord",
-    "iter_items",
+    "StreamInput",
+    "UnreadableInput",
     "iter_records",
     "open_inputs",
-    "read_items",
     "read_object",
 ]
-
-DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 def open_inputs(
@@ -80,8 +96,9 @@ def open_inputs(
     seen: set[str] = set()
     skipped = skipped_bytes = 0
     for spec in specs:
+        found: list[InputObject]
         if spec == "-":
-            found = [stdin_object()]
+            found = [StreamInput()]
         elif spec.startswith("s3://"):
             from segmetro.sources import _s3
 
@@ -115,44 +132,7 @@ def read_object(
     ``on_bytes(n)`` is called as stored (compressed) bytes are consumed; over a whole read the
     calls add up to the object's size.
     """
-    items = _read(obj, start_line, on_bytes, max_line_bytes, lazy=False)
-    return cast(Iterator[Record | Reject], items)
-
-
-def read_items(
-    obj: InputObject,
-    *,
-    start_line: int = 0,
-    on_bytes: Callable[[int], None] | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[Item]:
-    """As `read_object`, for a hot loop: the record of a plain JSONL line comes as a
-    ``RawRecord`` tuple ``(event, name, line)`` (``Record(*raw)`` is the record), which costs a
-    fraction of a ``Record``; every other item is the same."""
-    return _read(obj, start_line, on_bytes, max_line_bytes, lazy=True)
-
-
-def _read(
-    obj: InputObject,
-    start_line: int,
-    on_bytes: Callable[[int], None] | None,
-    max_line_bytes: int,
-    *,
-    lazy: bool,
-) -> Iterator[Item]:
-    if obj.kind == "s3":
-        from segmetro.sources import _s3
-
-        return _s3.read_s3(
-            obj,
-            start_line=start_line,
-            on_bytes=on_bytes,
-            max_line_bytes=max_line_bytes,
-            lazy=lazy,
-        )
-    return read_local(
-        obj, start_line=start_line, on_bytes=on_bytes, max_line_bytes=max_line_bytes, lazy=lazy
-    )
+    return obj.read(start_line=start_line, on_bytes=on_bytes, max_line_bytes=max_line_bytes)
 
 
 def iter_records(
@@ -168,14 +148,3 @@ def iter_records(
         yield from read_object(
             obj, start_line=start, on_bytes=on_bytes, max_line_bytes=max_line_bytes
         )
-
-
-def iter_items(
-    inputs: InputSet,
-    *,
-    on_bytes: Callable[[int], None] | None = None,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[Item]:
-    """As `iter_records` (from the start of every object), with `read_items`'s lazy records."""
-    for obj in inputs.objects:
-        yield from read_items(obj, on_bytes=on_bytes, max_line_bytes=max_line_bytes)

@@ -2,6 +2,9 @@
 
 Imported only when an ``s3://`` input is used, so that boto3 costs nothing otherwise.
 
+An object is read as it was listed (``IfMatch`` its ETag); a read that fails mid-stream is read
+again and resumed at the line where it stopped.
+
 Listing is one flat ``list_objects_v2`` pass (1 request per 1,000 keys) over the prefix, in key
 order. Keys laid out as ``…/segment-logs/<source-id>/<received-day-epoch-ms>/<file>`` are
 filtered by source id and by the window; the filtered-out objects are *listed* but not read, so
@@ -14,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,14 +34,8 @@ from botocore.exceptions import (
 
 from segmetro.errors import SourceError
 from segmetro.models import Reason, Record, Reject
-from segmetro.sources._reader import (
-    Item,
-    RetryableReadError,
-    allows_array,
-    decompress,
-    parse_stream,
-)
-from segmetro.sources._types import InputObject
+from segmetro.sources.inputs import InputKind, InputObject, read_stored
+from segmetro.sources.stream import RetryableReadError
 
 #: bytes asked of the response body per read
 READ_CHUNK = 1 << 20
@@ -150,15 +148,12 @@ def list_objects(
                     continue
                 etag: str = entry.get("ETag", "")
                 objects.append(
-                    InputObject(
-                        name=f"s3://{bucket}/{key}",
+                    S3Input(
+                        bucket=bucket,
+                        key=key,
                         size=size,
-                        identity=etag.strip('"'),
-                        kind="s3",
-                        _bucket=bucket,
-                        _key=key,
-                        _etag=etag or None,
-                        _endpoint_url=endpoint,
+                        etag=etag or None,
+                        endpoint_url=endpoint,
                     )
                 )
     except (ClientError, BotoCoreError) as exc:
@@ -190,54 +185,86 @@ def _wanted(key: str, low: int | None, high: int | None, sources: frozenset[str]
     return True
 
 
-def _get_body(obj: InputObject, attempt: int) -> Any:
+@dataclass(frozen=True)
+class S3Input:
+    """An S3 object as listed: ``etag`` exactly as listed (with its quotes), ``endpoint_url``
+    ``None`` for the default endpoint."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str | None
+    endpoint_url: str | None
+
+    @property
+    def name(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def identity(self) -> str:
+        return (self.etag or "").strip('"')
+
+    @property
+    def kind(self) -> InputKind:
+        return "s3"
+
+    def is_local_file(self, path: str | os.PathLike[str]) -> bool:
+        return False
+
+    def read(
+        self,
+        *,
+        start_line: int,
+        on_bytes: Callable[[int], None] | None,
+        max_line_bytes: int,
+    ) -> Iterator[Record | Reject]:
+        """Stream the object; a read that fails mid-stream is re-read and resumed where it
+        stopped.
+
+        The re-GET uses ``IfMatch`` so the bytes are the same; decompression restarts from the
+        beginning and every record or reject already yielded is skipped. ``on_bytes`` reports
+        each stored byte once, however often it is re-read.
+        """
+        return _read(self, start_line, on_bytes, max_line_bytes)
+
+
+def _get_body(obj: S3Input, attempt: int) -> Any:
     """GET the object as it was listed (``IfMatch`` its ETag); returns the streaming body.
 
     ``attempt`` counts from 0; tests replace this function to inject failures.
     """
-    args: dict[str, str] = {"Bucket": str(obj._bucket), "Key": str(obj._key)}
-    if obj._etag:
-        args["IfMatch"] = obj._etag
-    return client(obj._endpoint_url).get_object(**args)["Body"]
+    args: dict[str, str] = {"Bucket": obj.bucket, "Key": obj.key}
+    if obj.etag:
+        args["IfMatch"] = obj.etag
+    return client(obj.endpoint_url).get_object(**args)["Body"]
 
 
-def _get_failure(obj: InputObject, exc: ClientError, line: int) -> Reject:
+def _get_failure(obj: S3Input, exc: ClientError, line: int) -> Reject:
     err = exc.response.get("Error", {})
     code = str(err.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("NoSuchKey", "404") or status == 404:
         detail = "object no longer exists (deleted after it was listed)"
     elif code == "PreconditionFailed" or status == 412:
-        detail = f"object changed after it was listed (ETag is no longer {obj._etag})"
+        detail = f"object changed after it was listed (ETag is no longer {obj.etag})"
     else:
         detail = f"cannot read object: {_error_text(exc)}"
     return Reject(reason=Reason.UNREADABLE, detail=detail, source=f"{obj.name}:{line}")
 
 
-def _line_of(item: Item) -> int:
-    if type(item) is tuple:
-        return item[2]
+def _line_of(item: Record | Reject) -> int:
     if type(item) is Record:
         return item.line
     assert isinstance(item, Reject)
     return int(item.source.rsplit(":", 1)[1])
 
 
-def read_s3(
-    obj: InputObject,
-    *,
+def _read(
+    obj: S3Input,
     start_line: int,
     on_bytes: Callable[[int], None] | None,
     max_line_bytes: int,
-    lazy: bool = False,
-) -> Iterator[Item]:
-    """Stream one object; a read that fails mid-stream is re-read and resumed where it stopped
-    (``lazy``: see ``parse_stream``).
-
-    The re-GET uses ``IfMatch`` so the bytes are the same; decompression restarts from the
-    beginning and every record or reject already yielded is skipped. ``on_bytes`` reports each
-    stored byte once, however often it is re-read.
-    """
+) -> Iterator[Record | Reject]:
     reported = 0
     last_line = 0  # line of the last item yielded
     on_last = 0  # items yielded on that line (a JSON array line can hold several)
@@ -276,13 +303,8 @@ def read_s3(
         skip = on_last
         resume_from = max(start_line, last_line - 1)
         try:
-            for item in parse_stream(
-                obj.name,
-                decompress(chunks()),
-                start_line=resume_from,
-                max_line_bytes=max_line_bytes,
-                allow_array=allows_array(obj.name),
-                lazy=lazy,
+            for item in read_stored(
+                obj.name, chunks(), start_line=resume_from, max_line_bytes=max_line_bytes
             ):
                 if skip:
                     skip -= 1
