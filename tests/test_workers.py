@@ -128,3 +128,32 @@ def test_parallel_only_for_several_rereadable_inputs(tmp_path: Path) -> None:
     text_less = load_mapping_text((SAMPLES / "mapping.yaml").read_text())
     text_less.source_text = None
     assert not can_run_parallel(text_less, open_inputs([str(p) for p in paths]).objects)
+
+
+class _Obj:
+    """Just what `choose_workers` reads of an input object."""
+
+    def __init__(self, name: str, size: int | None, kind: str = "file") -> None:
+        self.name, self.size, self.kind = name, size, kind
+
+
+@pytest.mark.parametrize(
+    ("objects", "cpus", "expected"),
+    [
+        ([_Obj(f"p{i}.gz", 26 << 20) for i in range(4)], 2, 2),  # measured: 1.08x one worker
+        ([_Obj(f"p{i}.gz", 26 << 20) for i in range(3)], 2, 1),  # one file per worker: slower
+        ([_Obj(f"p{i}.gz", 10 << 20) for i in range(4)], 2, 1),  # too little to amortise
+        ([_Obj("big.gz", 200 << 20)] + [_Obj(f"s{i}.gz", 1 << 20) for i in range(4)], 2, 1),
+        ([_Obj(f"p{i}.jsonl", 26 << 20) for i in range(4)], 2, 1),  # plain counts 1/6
+        ([_Obj(f"p{i}.jsonl", 160 << 20) for i in range(4)], 2, 2),
+        ([_Obj(f"p{i}.gz", 26 << 20) for i in range(3)] + [_Obj("<stdin>", None, "stdin")], 2, 1),
+        ([_Obj(f"p{i}.gz", 26 << 20) for i in range(8)], 8, 4),  # at most half the objects
+    ],
+)
+def test_the_default_workers_follow_the_inputs(
+    monkeypatch: pytest.MonkeyPatch, objects: list[_Obj], cpus: int, expected: int
+) -> None:
+    from segmetro.pipeline import workers
+
+    monkeypatch.setattr(workers, "default_workers", lambda: cpus)
+    assert workers.choose_workers(objects) == expected
