@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Protocol
 
 from segmetro.delivery._http import Answer, backoff_delay
 
-__all__ = ["GiveUp", "Retries"]
+__all__ = ["GiveUp", "Retries", "RetrySettings"]
 
 #: The longest backoff exponent between 429s that came without a hint (0.5 s · 2^n).
 LIMITED_BACKOFF_STEPS = 3
@@ -27,24 +28,37 @@ class GiveUp(Exception):
         self.detail = detail
 
 
+class RetrySettings(Protocol):
+    """The options that bound retrying (``SenderConfig`` has them)."""
+
+    @property
+    def max_retries(self) -> int: ...
+
+    @property
+    def max_stall(self) -> float: ...
+
+    @property
+    def backoff_base(self) -> float: ...
+
+    @property
+    def backoff_cap(self) -> float: ...
+
+
 class Retries:
     """Counts one body's attempts and says how long to wait before the next one."""
 
     def __init__(
         self,
+        settings: RetrySettings,
         *,
-        max_retries: int,
-        max_stall: float,
-        backoff_base: float,
-        backoff_cap: float,
         rng: random.Random,
         clock: Callable[[], float],
         last_progress: Callable[[], float],
     ) -> None:
-        self._max_retries = max_retries
-        self._max_stall = max_stall
-        self._base = backoff_base
-        self._cap = backoff_cap
+        self._max_retries = settings.max_retries
+        self._max_stall = settings.max_stall
+        self._base = settings.backoff_base
+        self._cap = settings.backoff_cap
         self._rng = rng
         self._clock = clock
         self._last_progress = last_progress

@@ -77,15 +77,7 @@ async def _search_chunk(
     clock: Callable[[], float],
 ) -> list[dict[str, Any]]:
     started = clock()
-    retries = Retries(
-        max_retries=config.max_retries,
-        max_stall=config.max_stall,
-        backoff_base=config.backoff_base,
-        backoff_cap=config.backoff_cap,
-        rng=rng,
-        clock=clock,
-        last_progress=lambda: started,
-    )
+    retries = Retries(config, rng=rng, clock=clock, last_progress=lambda: started)
     while True:
         try:
             response = await http.post(

@@ -482,13 +482,7 @@ class _Sender:
         """
         body = orjson.dumps([item.payload for item in items])
         retries = Retries(
-            max_retries=self.config.max_retries,
-            max_stall=self.config.max_stall,
-            backoff_base=self.config.backoff_base,
-            backoff_cap=self.config.backoff_cap,
-            rng=self.rng,
-            clock=self.clock,
-            last_progress=lambda: self.last_progress,
+            self.config, rng=self.rng, clock=self.clock, last_progress=lambda: self.last_progress
         )
         unreachable = 0
         first = True

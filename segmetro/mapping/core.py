@@ -164,12 +164,11 @@ class Mapping:
         ``validate --sample``; a value whose expression failed counts as empty."""
         seen: list[tuple[str, Any]] = []
         for spec in self.fields:
-            parts = spec.expr.items if isinstance(spec.expr, ObjectExpr) else None
-            for name, expr in (
-                [(spec.name, spec.expr)]
-                if parts is None
-                else [(f"{spec.name}.{key}", item) for key, item in parts]
-            ):
+            if isinstance(spec.expr, ObjectExpr):
+                named = [(f"{spec.name}.{key}", item) for key, item in spec.expr.items]
+            else:
+                named = [(spec.name, spec.expr)]
+            for name, expr in named:
                 try:
                     value = expr(event)
                 except Exception:  # noqa: BLE001 - the payload's own evaluation reports it

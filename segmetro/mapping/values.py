@@ -380,8 +380,6 @@ def template_expr(template: str) -> Expr:
     if all(isinstance(part, str) for part in parts):
         return constant(template)
     frozen = tuple(parts)
-    if len(frozen) == 2 and not isinstance(frozen[0], str) and isinstance(frozen[1], str):
-        return _id_template(frozen[0], frozen[1])
 
     def render(event: JsonObject) -> str:
         out: list[str] = []
@@ -400,24 +398,6 @@ def template_expr(template: str) -> Expr:
             else:
                 out.append(js_string(value))
         return "".join(out)
-
-    return render
-
-
-def _id_template(placeholder: tuple[tuple[str, ...], bool], suffix: str) -> Expr:
-    """``{{path}}suffix``, the usual way to give a second mapping its own transaction_id:
-    the same result as the general renderer, with the common value (a plain string) first."""
-    tokens, escape = placeholder
-
-    def render(event: JsonObject) -> str:
-        value = _segment_get(event, tokens)
-        if isinstance(value, str):
-            if escape and _HTML_CHARS.search(value):
-                value = _HTML_CHARS.sub(lambda m: _HTML_ESCAPES[m.group(0)], value)
-            return value + suffix
-        if value is None or value is MISSING:
-            return suffix
-        return js_string(value) + suffix
 
     return render
 
