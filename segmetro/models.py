@@ -54,9 +54,12 @@ class Reason:
     CHANGED = "changed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One Segment message read from an input, and where it came from."""
+    """One Segment message read from an input, and where it came from.
+
+    Not frozen: one is made per line, and a frozen dataclass's ``__init__`` costs three times
+    as much; nothing changes a record after the reader made it."""
 
     event: JsonObject
     source: str

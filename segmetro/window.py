@@ -77,6 +77,13 @@ class Window:
         """``(since, until, oldest, newest)`` as normalised strings, for loops that inline them."""
         return self._since, self._until, self._oldest, self._newest
 
+    def clear(self) -> tuple[str, str | None, str]:
+        """``(lowest, until, newest)``: a normalised timestamp ``t`` with ``lowest <= t <= newest``
+        and ``t < until`` (when set) is selected and ingestable; anything else is for `selects`
+        and `ingest_problem` to decide. For loops that check millions of timestamps."""
+        lowest = self._oldest if self._since is None else max(self._since, self._oldest)
+        return lowest, self._until, self._newest
+
     def selects(self, timestamp: str) -> bool:
         """Whether a normalised timestamp lies in ``[since, until)``."""
         since, until = self._since, self._until

@@ -37,6 +37,11 @@ class TriggerLike(Protocol):
 
     def matches(self, event: JsonObject) -> bool: ...
 
+    @property
+    def predicate(self) -> Callable[[JsonObject], bool]:
+        """The function behind `matches`, for a hot loop."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class MappingWarning:
@@ -150,14 +155,18 @@ class Mapping:
         try:
             payload = self.build(record.event)
         except _Rejected as exc:
-            return Reject(
-                reason=exc.reason,
-                detail=exc.detail,
-                source=record.coords,
-                mapping=self.name,
-                event=record.event,
-            )
+            return self.rejected(record, exc)
         return Mapped(mapping=self.name, payload=payload, record=record)
+
+    def rejected(self, record: Record, exc: _Rejected) -> Reject:
+        """The reject for a record whose payload broke an output rule."""
+        return Reject(
+            reason=exc.reason,
+            detail=exc.detail,
+            source=record.coords,
+            mapping=self.name,
+            event=record.event,
+        )
 
     def _count(self, event: JsonObject, stats: FieldStats) -> None:
         """Which fields (and keys of an object ``properties``) came out empty, for
@@ -341,16 +350,28 @@ class MappingSet:
     warnings: list[MappingWarning] = field(default_factory=list)
     #: the YAML it was compiled from (set by the loader): worker processes compile it again
     source_text: str | None = field(default=None, repr=False, compare=False)
+    #: per mapping: itself, its trigger's predicate (None: always fires), build, name
+    _plan: tuple[
+        tuple[
+            Mapping, Callable[[JsonObject], bool] | None, Callable[[JsonObject], JsonObject], str
+        ],
+        ...,
+    ] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._plan = tuple(
+            (m, None if m.trigger is None else m.trigger.predicate, m.build, m.name)
+            for m in self.mappings
+        )
 
     def apply(self, record: Record, stats: FieldStats | None = None) -> list[Mapped | Reject]:
         """One Mapped or Reject per mapping whose trigger matches; an empty list = filtered."""
         event = record.event
         out: list[Mapped | Reject] = []
-        for mapping in self.mappings:
-            trigger = mapping.trigger
-            if trigger is not None:
+        for mapping, fires, build, name in self._plan:
+            if fires is not None:
                 try:
-                    if not trigger.matches(event):
+                    if not fires(event):
                         continue
                 except Exception as exc:  # noqa: BLE001 - one odd event must not stop the run
                     out.append(
@@ -359,12 +380,18 @@ class MappingSet:
                             detail=f"trigger {mapping.trigger_text!r} failed: "
                             f"{type(exc).__name__}: {exc}",
                             source=record.coords,
-                            mapping=mapping.name,
+                            mapping=name,
                             event=event,
                         )
                     )
                     continue
-            out.append(mapping.map(record, stats))
+            if stats is not None:
+                out.append(mapping.map(record, stats))
+                continue
+            try:
+                out.append(Mapped(name, build(event), record))
+            except _Rejected as exc:
+                out.append(mapping.rejected(record, exc))
         return out
 
     def names(self) -> list[str]:

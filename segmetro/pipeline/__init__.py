@@ -13,30 +13,38 @@ The package owns what happens to an event between its source and its destination
 Imports flow one way: ``cli → plan, verify → pipeline → {sources, mapping, delivery, state}``.
 """
 
-from segmetro.pipeline.ledger import (
-    LEDGER_CHUNK,
-    PlanTarget,
-    against_ledger,
-    changed_reject,
-    field_diff,
-    plan_target,
-)
-from segmetro.pipeline.maps import MapReport, SampleReport, run_map, run_sample
-from segmetro.pipeline.rejects import (
-    SHOWN_REJECTS,
-    RejectSink,
-    check_rejects_path,
-    default_rejects_path,
-)
-from segmetro.pipeline.replay import ReplayReport, replay_with_state, run_replay
-from segmetro.pipeline.resume import (
-    CheckpointKey,
-    Resume,
-    plan_resume,
-    read_resumed,
-    run_signature,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# eager: the submodule ``select`` would otherwise shadow the function of the same name
 from segmetro.pipeline.select import deduplicate, select, selected
+
+if TYPE_CHECKING:
+    from segmetro.pipeline.ledger import (
+        LEDGER_CHUNK,
+        PlanTarget,
+        against_ledger,
+        changed_reject,
+        field_diff,
+        plan_target,
+    )
+    from segmetro.pipeline.maps import MapReport, SampleReport, run_map, run_sample
+    from segmetro.pipeline.rejects import (
+        SHOWN_REJECTS,
+        RejectSink,
+        check_rejects_path,
+        default_rejects_path,
+    )
+    from segmetro.pipeline.replay import ReplayReport, replay_with_state, run_replay
+    from segmetro.pipeline.resume import (
+        CheckpointKey,
+        Resume,
+        plan_resume,
+        read_resumed,
+        run_signature,
+    )
 
 __all__ = [
     "LEDGER_CHUNK",
@@ -65,3 +73,38 @@ __all__ = [
     "select",
     "selected",
 ]
+
+#: where each name lives: imported on first use, so ``segmetro map`` does not load delivery
+_HOMES = {
+    "CheckpointKey": "segmetro.pipeline.resume",
+    "LEDGER_CHUNK": "segmetro.pipeline.ledger",
+    "MapReport": "segmetro.pipeline.maps",
+    "PlanTarget": "segmetro.pipeline.ledger",
+    "RejectSink": "segmetro.pipeline.rejects",
+    "ReplayReport": "segmetro.pipeline.replay",
+    "Resume": "segmetro.pipeline.resume",
+    "SHOWN_REJECTS": "segmetro.pipeline.rejects",
+    "SampleReport": "segmetro.pipeline.maps",
+    "against_ledger": "segmetro.pipeline.ledger",
+    "changed_reject": "segmetro.pipeline.ledger",
+    "check_rejects_path": "segmetro.pipeline.rejects",
+    "default_rejects_path": "segmetro.pipeline.rejects",
+    "field_diff": "segmetro.pipeline.ledger",
+    "plan_resume": "segmetro.pipeline.resume",
+    "plan_target": "segmetro.pipeline.ledger",
+    "read_resumed": "segmetro.pipeline.resume",
+    "replay_with_state": "segmetro.pipeline.replay",
+    "run_map": "segmetro.pipeline.maps",
+    "run_replay": "segmetro.pipeline.replay",
+    "run_sample": "segmetro.pipeline.maps",
+    "run_signature": "segmetro.pipeline.resume",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -62,11 +62,13 @@ def selected(
     apply = mappings.apply
     selects = window.selects
     ingest_problem = window.ingest_problem
+    lowest, until, newest = window.clear()
     rejected = counts.rejected
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
     for item in stream:
-        if isinstance(item, Reject):
+        if type(item) is not Record:
+            assert isinstance(item, Reject)
             rejected[item.reason] += 1
             yield item
             continue
@@ -79,26 +81,28 @@ def selected(
             continue
         counts.matched += 1
         for result in results:
-            if isinstance(result, Reject):
+            if type(result) is not Mapped:
+                assert isinstance(result, Reject)
                 rejected[result.reason] += 1
                 yield result
                 continue
             timestamp = result.payload["timestamp"]
-            if not selects(timestamp):
-                counts.outside_window += 1
-                continue
-            problem = ingest_problem(timestamp)
-            if problem is not None:
-                rejected[problem[0]] += 1
-                yield Reject(
-                    reason=problem[0],
-                    detail=problem[1],
-                    source=item.coords,
-                    mapping=result.mapping,
-                    event=item.event,
-                    payload=result.payload,
-                )
-                continue
+            if not (lowest <= timestamp <= newest and (until is None or timestamp < until)):
+                if not selects(timestamp):
+                    counts.outside_window += 1
+                    continue
+                problem = ingest_problem(timestamp)
+                if problem is not None:
+                    rejected[problem[0]] += 1
+                    yield Reject(
+                        reason=problem[0],
+                        detail=problem[1],
+                        source=item.coords,
+                        mapping=result.mapping,
+                        event=item.event,
+                        payload=result.payload,
+                    )
+                    continue
             if encode:
                 result.line = dumps(result.payload, option=newline)
             yield result
