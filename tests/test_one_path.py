@@ -45,6 +45,10 @@ odd_ts = st.sampled_from(
         "2026-11-23T17:16:60.000Z",
         "0000-11-23T17:16:57.455Z",
         "2026-11-23T17:16:57.455+01:00",
+        "2026-11-23T17:16:57.455+0\u0663:00",  # a non-ASCII digit in the offset
+        "2026-11-23T17:16:57.455-23:59",
+        "0001-01-01T00:30:00.000+01:00",  # before the year 1 in UTC
+        "9999-12-31T23:30:00.000-01:00",  # after 9999 in UTC
         "2026-11-23 17:16:57.455Z",
         "2026-11-23T17:16:57.45Z",
         "2026-11-23T17:16:57.4555Z",
@@ -58,9 +62,24 @@ odd_ts = st.sampled_from(
         "2026-12-25T00:00:00.000Z",  # too new
     ]
 )
+#: ``YYYY-MM-DDTHH:MM:SS.mmm±HH:MM``, in and out of range (the offset form's own shortcut)
+offset_ts = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}{}{:02d}:{:02d}".format,
+    st.sampled_from([1, 2026, 9999]),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.integers(0, 999),
+    st.sampled_from("+-"),
+    st.integers(0, 25),
+    st.integers(0, 60),
+)
 timestamps = st.one_of(
     normal_ts,
     odd_ts,
+    offset_ts,
     normal_ts,
     st.integers(1_790_000_000, 1_800_000_000),
     st.floats(1.79e12, 1.8e12, allow_nan=False),
@@ -213,18 +232,20 @@ def test_the_compiled_mapping_is_its_rules_applied_in_order(
 @given(value=st.one_of(timestamps, st.text(max_size=30)))
 @settings(max_examples=800, deadline=None)
 def test_the_timestamp_shortcut_reads_as_the_parser_does(value: Any) -> None:
-    """normalize_timestamp with its fromisoformat shortcut = without it (result or message)."""
+    """normalize_timestamp with its shortcuts (the normal form, whole seconds, offsets, the
+    fromisoformat reading) = the general pattern alone (result or message)."""
 
-    def outcome() -> str:
+    def outcome(parse: Any) -> str:
         try:
-            return "ok " + normalize_timestamp(value)
+            return "ok " + parse(value)
         except ValueError as exc:
             return f"error {exc}"
 
-    quick = outcome()
-    with mock.patch.object(timestamps_module, "_quick", return_value=None):
-        regular = outcome()
-    assert quick == regular
+    quick = outcome(normalize_timestamp)
+    if isinstance(value, str):
+        with mock.patch.object(timestamps_module, "_quick", return_value=None):
+            regular = outcome(lambda text: timestamps_module._from_text(text, text))
+        assert quick == regular
     if isinstance(value, str) and is_normal_form(value):
         assert quick == f"ok {value}"
 

@@ -170,6 +170,19 @@ def _is_whole_seconds_utc(value: str) -> bool:
     )
 
 
+def _is_millis_offset(value: str) -> bool:
+    """Shaped as ``YYYY-MM-DDTHH:MM:SS.mmm+HH:MM`` (ASCII): the other form Segment's libraries
+    write, which `_quick` reads without the general pattern (it checks the digits itself)."""
+    return (
+        len(value) == 29
+        and value[4:17:3] == "--T::"
+        and value[19] == "."
+        and value[23] in "+-"
+        and value[26] == ":"
+        and value.isascii()
+    )
+
+
 def _valid_iso(value: str) -> bool:
     try:
         _fromisoformat(value)
@@ -192,6 +205,10 @@ def normalize_timestamp(value: Any) -> str:
             return str(value)
         if _is_whole_seconds_utc(value):
             return f"{value[:19]}.000Z"
+        if _is_millis_offset(value):
+            quick = _quick(value)
+            if quick is not None:
+                return quick
         return _from_text(value, value)
     if kind is int:
         return _from_epoch(Decimal(value), value)
