@@ -1,5 +1,6 @@
 """map throughput as same-run ratios (to the floor, varied ÷ easy, to jq and a plain script),
-the default --workers against one worker, isal against zlib, peak RSS, --help start-up time.
+the default --workers against one worker, zlib-ng (segmetro's inflate) and isal against the
+stdlib's zlib, peak RSS, --help start-up time.
 
 Everything is measured in ONE run, interleaved round by round, so the ratios hold on a noisy
 machine:
@@ -10,7 +11,8 @@ machine:
   mappings with triggers using ``@template``, ``@coalesce``, ``@if`` and ``string_properties``,
   1 % duplicates);
 * the floor over each: a loop that only gunzips each file (stdlib ``zlib``, 1 MiB reads) and
-  ``orjson.loads`` each line; the same floor with ``isal`` (``isal.isal_zlib``) instead of zlib,
+  ``orjson.loads`` each line; the same floor with ``zlib_ng`` (what segmetro's reader inflates
+  with) and, when installed, ``isal`` (``isal.isal_zlib``) instead of zlib,
   and the decompression alone with each, both as the floor does it (``wbits=31``) and as
   segmetro's reader does it (raw deflate, 1 MiB output steps, a separate CRC32);
 * ``segmetro map`` in-process (``run_map``, one worker) on both exports, and as a subprocess:
@@ -64,6 +66,7 @@ from types import ModuleType
 from typing import Any
 
 import orjson
+from zlib_ng import zlib_ng
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -469,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan["plain"] = child(plain_command(paths))
     plan["gunzip_zlib"] = lambda: in_process(lambda: gunzip(paths))
     plan["inflate_zlib"] = lambda: in_process(lambda: inflate_like_reader(paths))
+    plan["floor_zlibng"] = lambda: in_process(lambda: floor(paths, zlib_ng))
+    plan["gunzip_zlibng"] = lambda: in_process(lambda: gunzip(paths, zlib_ng))
+    plan["inflate_zlibng"] = lambda: in_process(lambda: inflate_like_reader(paths, zlib_ng))
     if isal_zlib is not None:
         plan["floor_isal"] = lambda: in_process(lambda: floor(paths, isal_zlib))
         plan["gunzip_isal"] = lambda: in_process(lambda: gunzip(paths, isal_zlib))
@@ -517,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = [
         ("floor", "floor: zlib + orjson.loads", mb, "floor"),
+        ("floor_zlibng", "floor: zlib-ng + orjson.loads", mb, "floor"),
         ("floor_isal", "floor: isal + orjson.loads", mb, "floor"),
         ("map_inproc", "map in-process, 1 worker", mb, "floor"),
         ("map_w1", "map --workers 1", mb, "floor"),
@@ -570,6 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         ("segmetro_over_jq", "segmetro --workers 1 ÷ jq", "map_w1", "jq", None),
         ("segmetro_over_plain", "segmetro --workers 1 ÷ peer_plain.py", "map_w1", "plain", None),
+        (
+            "zlibng_over_zlib_reader",
+            "inflate as the reader: zlib-ng ÷ zlib",
+            "inflate_zlibng",
+            "inflate_zlib",
+            None,
+        ),
+        ("zlibng_floor_over_floor", "floor: zlib-ng ÷ zlib", "floor_zlibng", "floor", None),
         (
             "isal_over_zlib_gunzip",
             "gunzip: isal ÷ zlib (wbits=31)",
