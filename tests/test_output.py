@@ -7,6 +7,7 @@ from rich.console import Console
 
 from segmetro import output
 from segmetro.models import Counts
+from segmetro.summary import SELECTION, Summary
 
 
 def _colour_terminal_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,12 +55,30 @@ def test_quiet_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().err == ""
 
 
-def test_summary_wording() -> None:
-    """The summary lines scripts and people read: every bucket, rejects by reason."""
-    counts = Counts(read=10, matched=7, filtered=3, emitted=5, duplicates=1, outside_window=1)
+def test_summary_lines_use_the_json_names() -> None:
+    """The human summary and the JSON object come from one Summary: each count is shown under
+    the key it has in the JSON, with the same value; rejects by reason and per mapping too."""
+    counts = Counts(read=12, unparseable=2, matched=7, filtered=3, duplicates=1, outside_window=1)
     counts.rejected.update({"too_old": 1, "invalid_json": 2})
-    assert output.counts_lines(counts, extra=[("sent", 5)]) == [
-        "read 10, matched 7, filtered 3, outside window 1, emitted 5, duplicates 1, rejected 3",
-        "sent 5",
-        "rejected by reason: invalid_json 2, too_old 1",
+    counts.mapping_matched.update({"usage": 7, "other": 1})
+    counts.mapping_rejected.update({"usage": 1})
+    counts.emitted = 6
+    counts.mapping_emitted.update({"usage": 5, "other": 1})
+    summary = Summary(command="map", output="out.jsonl")
+    summary.selection(counts, ["usage", "other", "never"])
+    lines = output.summary_lines(summary)
+    assert lines == [
+        "read 12, unparseable 2, filtered 3, matched 7, mapped 8, rejected 3, outside_window 1, "
+        "duplicates 1, emitted 6",
+        "rejected_by_reason: invalid_json 2, too_old 1",
+        "by_mapping usage: matched 7, rejected 1, emitted 5",
+        "by_mapping other: matched 1, rejected 0, emitted 1",
+        "by_mapping never: matched 0, rejected 0, emitted 0",
+        "output out.jsonl",
+    ]
+    obj = summary.to_json()
+    assert all(f"{name} {obj[name]}" in lines[0] for name in SELECTION)
+    assert obj["by_mapping"]["usage"] == {"matched": 7, "rejected": 1, "emitted": 5}
+    assert obj["warnings"] == [
+        "mapping 'never' matched none of the 10 messages read: check its trigger"
     ]

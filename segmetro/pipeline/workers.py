@@ -236,7 +236,9 @@ def run_parallel(
                         spill.close()
                     with contextlib.suppress(OSError):
                         os.unlink(path)
-                _add_counts(counts, finished[number])
+                part = finished[number]
+                if part is not None:
+                    counts.add(part)
     finally:
         messages.close()
         shutil.rmtree(spill_dir, ignore_errors=True)
@@ -250,13 +252,3 @@ def _unpack(chunk: list[tuple[Any, ...]], source: str) -> Iterator[Mapped | Reje
             continue
         line, mapping, lineno, event_bytes = entry
         yield Mapped(mapping, loads(line), Record(loads(event_bytes), source, lineno), line)
-
-
-def _add_counts(total: Counts, part: Counts | None) -> None:
-    if part is None:
-        return
-    total.read += part.read
-    total.matched += part.matched
-    total.filtered += part.filtered
-    total.outside_window += part.outside_window
-    total.rejected.update(part.rejected)
