@@ -278,6 +278,7 @@ def map_command(
     """
     from segmetro import output
     from segmetro.errors import ConfigError
+    from segmetro.models import Counts
     from segmetro.pipeline import check_rejects_path, run_map
     from segmetro.pipeline.workers import choose_workers
 
@@ -291,13 +292,15 @@ def map_command(
         strict=strict,
     )  # fmt: skip
     check_rejects_path(rejects, inputs_set, overwrite=False)
+    counts = Counts()
     with (
         _open_output(out) as sink,
         output.Progress(
-            total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="map"
+            total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="map",
+            counts=counts,
         ) as progress,
         _write_errors(out),
-    ):
+    ):  # fmt: skip
         report = run_map(
             mappings,
             inputs_set,
@@ -306,6 +309,7 @@ def map_command(
             rejects_path=rejects,
             on_bytes=progress.advance,
             workers=workers if workers is not None else choose_workers(inputs_set.objects),
+            counts=counts,
         )
     summary.selection(report.counts, mappings.names())
     if not json_out:
@@ -538,7 +542,7 @@ def replay(
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
     from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
-    from segmetro.state import normalize_api_url
+    from segmetro.state import new_run_id, normalize_api_url
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -598,8 +602,9 @@ def replay(
         "rate": rate,
         "resend_changed": resend_changed,
     }
+    run_id = new_run_id()
     with output.Progress(
-        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
+        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay", run_id=run_id
     ) as progress:
         report = replay_with_state(
             mappings,
@@ -614,6 +619,7 @@ def replay(
             on_warning=_warn,
             on_bytes=progress.advance,
             on_tick=progress.delivery,
+            run_id=run_id,
         )
     report.fill(summary, mappings.names())
     if report.fatal is not None:
@@ -648,6 +654,7 @@ def _dry_run(
 ) -> None:
     """The plan of a replay: what it would send, sending nothing and writing no state."""
     from segmetro import output
+    from segmetro.models import Counts
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
     from segmetro.plan import plan
     from segmetro.state import StateDB
@@ -662,12 +669,14 @@ def _dry_run(
             if state is not None and not resend_changed
             else None
         )
+        counts = Counts()
         with (
             RejectSink(rejects) as sink,
             output.Progress(
-                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
+                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan",
+                counts=counts,
             ) as progress,
-        ):
+        ):  # fmt: skip
             result = plan(
                 mappings,
                 inputs_set,
@@ -678,6 +687,7 @@ def _dry_run(
                 on_bytes=progress.advance,
                 target=target,
                 resend_changed=resend_changed,
+                counts=counts,
             )
     finally:
         if db is not None:

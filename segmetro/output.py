@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -114,79 +114,169 @@ def rejects(
 
 
 class Progress:
-    """A rich progress bar on a terminal; a plain status line every few seconds otherwise."""
+    """Progress that tells the truth: events settled against events known so far.
+
+    The main figure of a replay is the events delivered (sent, dead-lettered, or found in the
+    ledger) out of the events selected so far, with the compressed bytes read as the second
+    figure; a run that has read everything but still sends shows it. The ETA is the later of
+    reading's and sending's (sending's counts the events the unread bytes will likely hold).
+    ``map`` and plans write what they read, so their bar is the bytes read, with the events
+    written beside it. On a terminal it is one live line whose essentials (label, events,
+    percentage, ETA) fit 80 columns; elsewhere (cron) a plain line every `interval` seconds
+    with the UTC time and the run id.
+    """
 
     def __init__(
-        self, *, total_bytes: int | None, quiet: bool, interval: float = 5.0, label: str = "read"
+        self,
+        *,
+        total_bytes: int | None,
+        quiet: bool,
+        interval: float = 5.0,
+        label: str = "read",
+        counts: Counts | None = None,
+        run_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total_bytes = total_bytes
         self.quiet = quiet
         self.interval = interval
         self.label = label
+        self.counts = counts
+        self.run_id = run_id
         self.done_bytes = 0
         self.status = ""
-        self._started = time.monotonic()
+        #: replay's events settled and known; None until the sender ticks (map, plans)
+        self.delivered: int | None = None
+        self.known = 0
+        self._clock = clock
+        self._started = clock()
         self._last_line = self._started
         self._console = console()
         self._live = not quiet and self._console.is_terminal
-        self._bar: Any = None
-        self._task: Any = None
+        self._display: Any = None
 
     def __enter__(self) -> Progress:
         if self._live:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
+            from rich.live import Live
 
-            self._bar = RichProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=self._console,
-                transient=False,
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.label, total=self.total_bytes, status="")
+            self._display = Live(self, console=self._console, refresh_per_second=4)
+            self._display.__enter__()
         return self
 
     def advance(self, nbytes: int) -> None:
         self.done_bytes += nbytes
-        if self._bar is not None:
-            self._bar.update(self._task, advance=nbytes)
+        self._tick()
 
     def update(self, status: str) -> None:
-        """Set the status text; off a terminal, print it at most every `interval` seconds."""
+        """Set the status text (shown last, cut first)."""
         self.status = status
-        if self._bar is not None:
-            self._bar.update(self._task, status=escape(status))
+        self._tick()
+
+    def delivery(self, counts: Counts, stats: Any) -> None:
+        """The sender's tick: events settled (sent, dead-lettered, already in the ledger)
+        against the events selected so far, and the sender's live counters as the status."""
+        self.counts = counts
+        self.delivered = stats.sent + stats.failed + counts.unchanged + counts.rejected["changed"]
+        self.known = counts.emitted
+        self.update(delivery_status(stats))
+
+    def _tick(self) -> None:
+        if self._display is not None or self.quiet:
             return
-        if self.quiet:
-            return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_line >= self.interval:
             self._last_line = now
             self._console.print(escape(self.plain_line(now)))
 
-    def delivery(self, counts: Counts, stats: Any) -> None:
-        """The sender's tick: its live counters as the status."""
-        self.update(delivery_status(stats))
+    # -- the figures -----------------------------------------------------------------------
+
+    def _fraction(self) -> float | None:
+        if self.delivered is not None:
+            return self.delivered / self.known if self.known else None
+        if self.total_bytes:
+            return min(1.0, self.done_bytes / self.total_bytes)
+        return None
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left: the later of reading's and sending's estimate (None: unknown)."""
+        elapsed = (now if now is not None else self._clock()) - self._started
+        if elapsed <= 0:
+            return None
+        read_left: float | None = None
+        share_read: float | None = None
+        if self.total_bytes:
+            share_read = min(1.0, self.done_bytes / self.total_bytes)
+            if share_read > 0:
+                read_left = elapsed * (1 - share_read) / share_read
+        if self.delivered is None:
+            return read_left
+        if not self.delivered:
+            return None
+        expected = self.known / share_read if share_read else self.known
+        send_left = max(0.0, expected - self.delivered) / (self.delivered / elapsed)
+        return max(send_left, read_left or 0.0)
+
+    def _events(self) -> str:
+        if self.delivered is not None:
+            return f"{self.delivered}/{self.known} events"
+        written = self.counts.emitted if self.counts is not None else 0
+        return f"{written} events"
+
+    def _bytes(self) -> str:
+        if self.total_bytes:
+            return f"read {_size(self.done_bytes)}/{_size(self.total_bytes)}"
+        return f"read {_size(self.done_bytes)}"
+
+    @staticmethod
+    def _clock_text(seconds: float | None) -> str:
+        if seconds is None:
+            return "-:--:--"
+        whole = int(seconds + 0.5)
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+    def _parts(self, now: float | None = None) -> tuple[str, str, str]:
+        """(the essentials, bytes read, the status)."""
+        fraction = self._fraction()
+        pct = "" if fraction is None else f" {100 * fraction:.0f}%"
+        essentials = f"{self._events()}{pct} ETA {self._clock_text(self.eta(now))}"
+        return essentials, self._bytes(), self.status
 
     def plain_line(self, now: float | None = None) -> str:
-        elapsed = (now if now is not None else time.monotonic()) - self._started
-        if self.total_bytes:
-            pct = 100.0 * self.done_bytes / self.total_bytes
-            where = f"{self.done_bytes}/{self.total_bytes} bytes ({pct:.0f}%)"
-        else:
-            where = f"{self.done_bytes} bytes"
-        return f"[{elapsed:6.1f}s] {self.label} {where} {self.status}".rstrip()
+        """The line cron logs get: UTC time, run id, then the figures."""
+        from datetime import UTC, datetime
+
+        from segmetro.models import format_timestamp
+
+        stamp = format_timestamp(datetime.now(UTC))
+        run = f" run {self.run_id}" if self.run_id else ""
+        essentials, read, status = self._parts(now)
+        line = f"{stamp}{run} {self.label} {essentials}, {read}"
+        return f"{line}, {status}" if status else line
+
+    def render(self, width: int) -> Any:
+        """The live line at `width` columns: the bar takes what the essentials leave, bytes
+        read and the status come after and go first when the line is too narrow."""
+        from rich.text import Text
+
+        essentials, read, status = self._parts()
+        head = f"{self.label} "
+        line = Text(head, style="bold", no_wrap=True, overflow="ellipsis")
+        room = width - len(head) - len(essentials)
+        bar = min(40, room - 1 - len(read) - 2) if room - len(read) - 3 >= 10 else room - 1
+        if bar >= 10:
+            fraction = self._fraction() or 0.0
+            filled = int(bar * fraction)
+            line.append("━" * filled, style="bar.complete")
+            line.append("━" * (bar - filled), style="bar.back")
+            line.append(" ")
+        line.append(essentials)
+        for extra in (read, status):
+            if extra and line.cell_len + 2 + len(extra) <= width:
+                line.append(f"  {extra}", style="dim")
+        return line
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield self.render(options.max_width)
 
     def __exit__(
         self,
@@ -194,9 +284,16 @@ class Progress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
-            self._bar = None
+        if self._display is not None:
+            self._display.__exit__(exc_type, exc, tb)
+            self._display = None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 #: A retry error stays on the progress line this long after it was seen (seconds).

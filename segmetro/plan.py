@@ -117,6 +117,7 @@ def plan(
     rejects: RejectSink | None = None,
     target: PlanTarget | None = None,
     resend_changed: bool = False,
+    counts: Counts | None = None,
 ) -> Plan:
     """Classify every event as a replay would, sending nothing and writing no state.
 
@@ -124,7 +125,7 @@ def plan(
     and partly read ones start where a replay would, so the plan is what the run will do.
     `target` (from `plan_target`) says which destination `state` is; its warning is kept.
     """
-    counts = Counts()
+    counts = counts if counts is not None else Counts()
     resume = resume or Resume()
     skipped = set(resume.skipped)
     todo = [obj for obj in inputs.objects if obj.name not in skipped]

@@ -40,16 +40,18 @@ def run_map(
     rejects_path: Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
+    counts: Counts | None = None,
 ) -> MapReport:
     """Write the exact Metronome events for `inputs` as JSON lines to `out`.
 
     With ``workers > 1`` and several re-readable inputs, inputs are read and mapped in that many
     worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
-    input order, so output and rejects are the same as with one process.
+    input order, so output and rejects are the same as with one process. `counts` (new by
+    default) is kept current as the run goes, for progress displays.
     """
     from segmetro.pipeline import workers as parallel
 
-    counts = Counts()
+    counts = counts if counts is not None else Counts()
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
         if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
             stream = parallel.run_parallel(

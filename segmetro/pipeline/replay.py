@@ -334,6 +334,8 @@ async def run_replay(
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+                assert on_tick is not None
+                on_tick(counts, stats)  # the last figures, not those of the last tick
             try:
                 sink.flush()
                 outcome.save(())
@@ -407,6 +409,7 @@ def replay_with_state(
     on_warning: Callable[[str], None] = lambda _text: None,
     on_bytes: Callable[[int], None] | None = None,
     on_tick: Callable[[Counts, DeliveryStats], None] | None = None,
+    run_id: str | None = None,
 ) -> ReplayReport:
     """A whole replay run with its state file: the lock, the destination, the run record.
 
@@ -417,7 +420,7 @@ def replay_with_state(
     the run writes its rejects to a file of its own beside the state, created at the first.
     """
     with StateDB.open(state_path) as db:
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         stale = db.acquire_lock(run_id)
         if stale is not None:
             on_warning(f"took over the lock left by {stale.describe()}, which is gone")
