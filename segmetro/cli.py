@@ -69,7 +69,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 StrictOpt = Annotated[
     bool,
     typer.Option(
-        help="Treat the mapping's warnings as errors: exit 2 before anything is read or sent."
+        help="Treat warnings as errors (exit 2): the mapping's stop the command before anything "
+        "is read or sent; those of the run (a mapping that matched nothing) end map, --dry-run "
+        "and diff with exit 2 too."
     ),
 ]
 JsonOpt = Annotated[
@@ -143,10 +145,17 @@ def _warn(text: str) -> None:
     output.warning(text)
 
 
-def _finish(summary: Any, exit_code: int, json_out: bool) -> None:
-    """Show the summary (human lines on stderr, or the JSON object) and exit with its code."""
+def _finish(summary: Any, exit_code: int, json_out: bool, *, strict: bool = False) -> None:
+    """Show the summary (human lines on stderr, or the JSON object) and exit with its code;
+    with `strict` (a command that sent nothing) a warning of the run is an error, exit 2."""
     from segmetro import output
+    from segmetro.errors import ConfigError
 
+    if strict and summary.warnings and exit_code < 2:
+        error = ConfigError(f"{len(summary.warnings)} warning(s) and --strict is set.")
+        output.error(str(error))
+        summary.fail(error, 2)
+        exit_code = 2
     output.show_summary(summary.finish(exit_code), as_json=json_out)
     raise typer.Exit(exit_code)
 
@@ -239,7 +248,7 @@ def validate(
         report.fill(summary, mappings.names())
         if not json_out:
             output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
-    _finish(summary, 2 if strict and summary.warnings else 0, json_out)
+    _finish(summary, 0, json_out, strict=strict)
 
 
 @app.command("map")
@@ -319,7 +328,7 @@ def map_command(
             path=str(rejects) if rejects is not None else None,
             hint="--rejects FILE",
         )
-    _finish(summary, 1 if report.counts.rejected_total else 0, json_out)
+    _finish(summary, 1 if report.counts.rejected_total else 0, json_out, strict=strict)
 
 
 def _job(
@@ -579,6 +588,7 @@ def replay(
             resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
+            strict=strict,
         )
     config = SenderConfig(
         api_url=api_url,
@@ -651,6 +661,7 @@ def _dry_run(
     resend_changed: bool,
     json_out: bool,
     quiet: bool,
+    strict: bool,
 ) -> None:
     """The plan of a replay: what it would send, sending nothing and writing no state."""
     from segmetro import output
@@ -697,7 +708,7 @@ def _dry_run(
     result.fill(summary, mappings.names())
     if not json_out:
         output.show_plan(result)
-    _finish(summary, result.exit_code, json_out)
+    _finish(summary, result.exit_code, json_out, strict=strict)
 
 
 @app.command()
@@ -740,7 +751,7 @@ def diff(
     result.fill(summary, old, new)
     if not json_out:
         output.show_diff(summary)
-    _finish(summary, result.exit_code, json_out)
+    _finish(summary, result.exit_code, json_out, strict=strict)
 
 
 @app.command()

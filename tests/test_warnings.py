@@ -205,7 +205,28 @@ def test_validate_sample_flags_what_would_cost_money(tmp_path: Path) -> None:
 
     strict = run_cli(*sample, "--strict", "--json")
     assert strict.returncode == 2
-    assert summary_json(strict.stdout)["exit_code"] == 2
+    assert summary_json(strict.stdout)["error"]["message"] == (
+        f"{len(summary['warnings'])} warning(s) and --strict is set."
+    )
+
+
+def test_strict_fails_a_run_whose_mapping_matched_nothing(tmp_path: Path) -> None:
+    """A warning found by the run (a mapping that matched none of the messages) is an error
+    under --strict for the commands that send nothing."""
+    mapping = write(tmp_path, "m.yaml", SAMPLE_FLAGS)
+    src = str(export(tmp_path))
+    out = ("-o", str(tmp_path / "o.jsonl"))
+    for args in (
+        ("map", "-m", str(mapping), src, *out),
+        ("replay", "--dry-run", "-m", str(mapping), src, "--state", str(tmp_path / "s.db")),
+        ("diff", "-m", str(mapping), "-m", str(mapping), src),
+    ):
+        loose = summary_json(run_cli(*args, "--now", SAMPLES_NOW, "--json").stdout)
+        assert any("'never' matched none" in w for w in loose["warnings"]), args
+        assert loose["exit_code"] in (0, 1), args
+        strict = run_cli(*args, "--now", SAMPLES_NOW, "--json", "--strict")
+        assert strict.returncode == 2, args
+        assert summary_json(strict.stdout)["error"]["kind"] == "config"
 
 
 def test_a_clean_sample_has_no_flags(tmp_path: Path) -> None:
