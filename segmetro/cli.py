@@ -789,6 +789,8 @@ def verify(
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
+    summary = _summary()
+    summary.state, summary.api_url = str(state), normalize_api_url(api_url)
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
@@ -810,8 +812,6 @@ def verify(
                 db.for_destination(destination), sample=sample, now=window.now, config=config
             )
         )
-    summary = _summary()
-    summary.state, summary.api_url = str(state), normalize_api_url(api_url)
     report.fill(summary)
     if not json_out:
         output.show_verify(report)
@@ -843,6 +843,8 @@ def status(
     from segmetro.state import StateDB
     from segmetro.summary import status_details
 
+    summary = _summary()
+    summary.state = str(state)
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     with StateDB.open(state, readonly=True) as db:
@@ -851,8 +853,6 @@ def status(
         ledger = db.ledger_size()
         lock = db.lock_holder()
         destinations = db.summaries()
-    summary = _summary()
-    summary.state = str(state)
     status_details(summary, runs, checkpoints, ledger=ledger, lock=lock, destinations=destinations)
     if not json_out:
         output.show_status(summary)

@@ -180,3 +180,25 @@ def test_an_interrupted_command_prints_its_json_object(tmp_path: Path) -> None:
     obj = summary_json(stdout)
     assert obj["error"] == {"kind": "interrupted", "message": "interrupted", "exit_code": 130}
     assert b"Traceback" not in stderr
+
+
+def test_unsent_is_one_number_in_text_and_json() -> None:
+    """The issue's interrupted run: 21,400 emitted, 18,300 sent, some never handed to the
+    sender. unsent is what the run did not settle, one number under one name in both."""
+    from segmetro import output
+    from segmetro.delivery import DeliveryStats
+    from segmetro.models import Counts
+    from segmetro.pipeline import ReplayReport
+    from segmetro.summary import Summary
+
+    counts = Counts(read=21_400, matched=21_400, emitted=21_400, unchanged=100)
+    counts.mapping_matched["usage"] = counts.mapping_emitted["usage"] = 21_400
+    report = ReplayReport(counts=counts, delivery=DeliveryStats(sent=18_300, failed=4))
+    counts.rejected["bad_request"] = 4
+    summary = Summary(command="replay", run_id="r-1")
+    report.fill(summary, ["usage"])
+    obj = summary.to_json()
+    assert obj["unsent"] == 21_400 - 100 - 18_300 - 4 == report.unsent
+    assert report.exit_code == 1
+    assert any(f"unsent {obj['unsent']}," in line for line in output.summary_lines(summary))
+    check_invariants(obj)
