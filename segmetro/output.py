@@ -392,10 +392,10 @@ def show_verify(report: Any) -> None:
 
 
 def show_status(summary: Summary) -> None:
-    """The runs, the lock and the destinations of a state file (from `status_details`)."""
+    """The lock, the runs and the destinations of a state file (from `status_details`); the
+    summary lines (ledger, state) follow."""
     out = console()
     d = summary.details
-    out.print(escape(f"state {summary.state}: ledger {summary.extra['ledger']}"))
     out.print(escape("lock: " + ("free" if d["lock"] is None else f"held by {d['lock']}")))
     out.print(escape(f"runs ({len(d['runs'])} latest):"))
     for r in d["runs"]:
