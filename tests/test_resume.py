@@ -286,6 +286,8 @@ def test_second_run_while_the_lock_is_held_exits_3(
             result.stderr
         )
         assert "another segmetro run is using it" in result.stderr
+        locked = summary_json(result.stdout)  # --json: the error object, not nothing
+        assert (locked["error"]["kind"], locked["exit_code"]) == ("locked", 3)
         assert server.snapshot(include_events=False).requests == 0
         # The refused run neither took nor released the holder's lock, and left no run row.
         lock = holder.lock_holder()
