@@ -226,7 +226,7 @@ def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err.decode()
-    summary = orjson.loads(out)
+    summary = summary_json(out)
     assert summary["exit_code"] == 130
     accepted = server.snapshot(include_events=False).events_accepted
     assert 0 < summary["sent"] < accepted  # the held batches were accepted, never acknowledged
@@ -400,9 +400,10 @@ def test_ctrl_c_during_a_long_read_that_sends_nothing(
     with proc.stdout, proc.stderr:
         out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 130, err.decode()
-    summary = orjson.loads(out)
+    summary = summary_json(out)
     assert 0 < summary["read"] < total
-    assert summary["read"] == summary["matched"] + summary["filtered"]
+    assert summary["read"] == summary["unparseable"] + summary["matched"] + summary["filtered"]
+    assert summary["error"]["kind"] == "interrupted"
     assert summary["sent"] == 0
     with StateDB.open(state, readonly=True) as db:
         (run,) = db.runs()
