@@ -6,6 +6,7 @@ Imports of the library happen inside the commands so that ``segmetro --help`` st
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import sys
@@ -65,26 +66,98 @@ SourceIdOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Treat warnings as errors (exit 2): the mapping's stop the command before anything "
+        "is read or sent; those of the run (a mapping that matched nothing) end map, --dry-run "
+        "and diff with exit 2 too."
+    ),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON summary object on stdout, on every exit (docs/summary.schema.json).",
+    ),
+]
+
+#: The summary of the running command: the error path fills it in when a command fails.
+_SUMMARY: contextvars.ContextVar[Any] = contextvars.ContextVar("summary")
 
 
 def reports_errors(command: F) -> F:
-    """Turn a SegmetroError into one line on stderr and its exit code, once, here."""
+    """Turn a SegmetroError into one line on stderr and its exit code, once, here; under
+    ``--json`` also into the command's one JSON object, with its ``error``."""
+    name = command.__name__.removesuffix("_command").replace("_", "-")
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from segmetro import output
         from segmetro.errors import SegmetroError
+        from segmetro.summary import Summary
 
+        summary = Summary(command=name)
+        _SUMMARY.set(summary)
         try:
             return command(*args, **kwargs)
         except SegmetroError as exc:
             output.error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+            code = exc.exit_code
+            summary.fail(exc, code)
+        except KeyboardInterrupt as exc:
             output.error("interrupted")
-            raise typer.Exit(130) from None
+            code = 130
+            summary.fail(exc, code, "interrupted")
+        if kwargs.get("json_out"):
+            output.write_json(summary.finish(code).to_json())
+        raise typer.Exit(code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _summary() -> Any:
+    """The running command's summary (made by `reports_errors`)."""
+    return _SUMMARY.get()
+
+
+def _load_mapping(path: Path, *, strict: bool) -> Any:
+    """Load a mapping and show its warnings at once, as every command that uses one does;
+    with `strict` a warning is an error (exit 2)."""
+    from segmetro.errors import ConfigError
+    from segmetro.mapping import load_mapping
+
+    mappings = load_mapping(path)
+    for warn in mappings.warnings:
+        _warn(str(warn))
+    if strict and mappings.warnings:
+        raise ConfigError(f"{path}: {len(mappings.warnings)} warning(s) and --strict is set.")
+    return mappings
+
+
+def _warn(text: str) -> None:
+    """Show a warning now and keep it in the summary (where the human lines do not repeat it)."""
+    from segmetro import output
+
+    summary = _summary()
+    summary.warnings.append(text)
+    summary.warnings_shown = len(summary.warnings)
+    output.warning(text)
+
+
+def _finish(summary: Any, exit_code: int, json_out: bool, *, strict: bool = False) -> None:
+    """Show the summary (human lines on stderr, or the JSON object) and exit with its code;
+    with `strict` (a command that sent nothing) a warning of the run is an error, exit 2."""
+    from segmetro import output
+    from segmetro.errors import ConfigError
+
+    if strict and summary.warnings and exit_code < 2:
+        error = ConfigError(f"{len(summary.warnings)} warning(s) and --strict is set.")
+        output.error(str(error))
+        summary.fail(error, 2)
+        exit_code = 2
+    output.show_summary(summary.finish(exit_code), as_json=json_out)
+    raise typer.Exit(exit_code)
 
 
 @app.command()
@@ -142,39 +215,40 @@ def validate(
         list[str] | None,
         typer.Option(help="Run the mapping over this input and report how each field fares."),
     ] = None,
-    strict: Annotated[bool, typer.Option(help="Treat warnings as errors (exit 2).")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Treat warnings (also those of the sample) as errors (exit 2)."),
+    ] = False,
     now: NowOpt = None,
     endpoint_url: EndpointOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Check a mapping: its expressions and triggers, and optionally its effect on a sample."""
+    """Check a mapping: its expressions and triggers, and optionally its effect on a sample.
+
+    The sample flags mappings that match nothing, reject half of what they match or more, fields
+    empty in most events, and two mappings that give one message's events the same
+    transaction_id. Exit 0: no warning (or warnings without --strict); 2: an error, or a
+    warning with --strict.
+    """
     from segmetro import output
-    from segmetro.errors import ConfigError
-    from segmetro.mapping import load_mapping
     from segmetro.pipeline import run_sample
     from segmetro.sources import open_inputs
     from segmetro.window import Window
 
-    mappings = load_mapping(mapping)
-    for warn in mappings.warnings:
-        output.warning(str(warn))
-    if strict and mappings.warnings:
-        raise ConfigError(f"{mapping}: {len(mappings.warnings)} warning(s) and --strict is set.")
-    names = ", ".join(m.name for m in mappings.mappings)
+    summary = _summary()
+    summary.mapping = str(mapping)
+    mappings = _load_mapping(mapping, strict=strict)
+    names = ", ".join(mappings.names())
     output.info(f"{mapping}: ok ({len(mappings.mappings)} mapping(s): {names})")
-    if not sample:
-        return
-    window = Window.from_options(since=None, until=None, now=now)
-    report = run_sample(mappings, open_inputs(sample, endpoint_url=endpoint_url), window=window)
-    output.summary(report.counts)
-    for row in report.stats.rows():
-        mapping_name, field_name, missing, matched = row
-        if matched and missing:
-            pct = 100.0 * missing / matched
-            output.info(
-                f"{mapping_name}: {field_name} empty in {pct:.0f}% of matched events "
-                f"({missing} of {matched})"
-            )
-    output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
+    if sample:
+        summary.inputs = list(sample)
+        window = Window.from_options(since=None, until=None, now=now)
+        inputs_set = open_inputs(sample, endpoint_url=endpoint_url)
+        report = run_sample(mappings, inputs_set, window=window)
+        report.fill(summary, mappings.names())
+        if not json_out:
+            output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
+    _finish(summary, 0, json_out, strict=strict)
 
 
 @app.command("map")
@@ -192,6 +266,8 @@ def map_command(
     endpoint_url: EndpointOpt = None,
     source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
+    strict: StrictOpt = False,
+    json_out: JsonOpt = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -210,18 +286,30 @@ def map_command(
     Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
     """
     from segmetro import output
+    from segmetro.errors import ConfigError
+    from segmetro.models import Counts
     from segmetro.pipeline import check_rejects_path, run_map
     from segmetro.pipeline.workers import choose_workers
 
+    if json_out and out is None:
+        raise ConfigError("--json prints the summary on stdout: write the events with -o FILE.")
+    summary = _summary()
+    summary.output = None if out is None else str(out)
+    summary.rejects = None if rejects is None else str(rejects)
     mappings, window, inputs_set = _job(
-        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
-    )
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
+        strict=strict,
+    )  # fmt: skip
     check_rejects_path(rejects, inputs_set, overwrite=False)
+    counts = Counts()
     with (
         _open_output(out) as sink,
-        output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
+        output.Progress(
+            total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="map",
+            counts=counts,
+        ) as progress,
         _write_errors(out),
-    ):
+    ):  # fmt: skip
         report = run_map(
             mappings,
             inputs_set,
@@ -230,15 +318,17 @@ def map_command(
             rejects_path=rejects,
             on_bytes=progress.advance,
             workers=workers if workers is not None else choose_workers(inputs_set.objects),
+            counts=counts,
         )
-    output.summary(report.counts)
-    output.rejects(
-        report.rejects,
-        total=report.counts.rejected_total,
-        path=str(rejects) if rejects is not None else None,
-    )
-    if report.counts.rejected_total:
-        raise typer.Exit(1)
+    summary.selection(report.counts, mappings.names())
+    if not json_out:
+        output.rejects(
+            report.rejects,
+            total=report.counts.rejected_total,
+            path=str(rejects) if rejects is not None else None,
+            hint="--rejects FILE",
+        )
+    _finish(summary, 1 if report.counts.rejected_total else 0, json_out, strict=strict)
 
 
 def _job(
@@ -250,14 +340,17 @@ def _job(
     *,
     endpoint_url: str | None,
     source_id: list[str] | None,
+    strict: bool,
 ) -> tuple[Any, Any, Any]:
     """What map and replay share: the mapping, the window, and the inputs it selects."""
     from segmetro import output
-    from segmetro.mapping import load_mapping
     from segmetro.sources import open_inputs
     from segmetro.window import Window
 
-    mappings = load_mapping(mapping)
+    summary = _summary()
+    summary.mapping = str(mapping)
+    summary.inputs = list(inputs)
+    mappings = _load_mapping(mapping, strict=strict)
     window = Window.from_options(since=since, until=until, now=now)
     inputs_set = open_inputs(
         inputs,
@@ -313,7 +406,39 @@ class _StdoutBytes:
 
 def main() -> None:
     """Console-script entry point."""
+    if "--json" in sys.argv[1:]:
+        sys.exit(_main_json())
     app()
+
+
+def _main_json() -> int:
+    """Under ``--json`` a usage error (a bad option) is also the one JSON object on stdout."""
+    from typer.exceptions import TyperException
+
+    from segmetro import output
+    from segmetro.errors import ConfigError
+    from segmetro.summary import Summary
+
+    try:
+        code = typer.main.get_command(app).main(prog_name="segmetro", standalone_mode=False)
+    except TyperException as exc:  # the usage errors: bad option, missing argument
+        exit_code = int(getattr(exc, "exit_code", 2))
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        ctx = getattr(exc, "ctx", None)
+        command = getattr(getattr(ctx, "command", None), "name", None)
+        summary = Summary(command=command if command in _COMMANDS else "segmetro")
+        summary.fail(ConfigError(exc.format_message()), exit_code)
+        output.write_json(summary.finish(exit_code).to_json())
+        return exit_code
+    except typer.Abort:
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+#: The commands whose ``--json`` object names them.
+_COMMANDS = frozenset({"map", "replay", "diff", "validate", "verify", "status"})
 
 
 StateOpt = Annotated[
@@ -400,9 +525,8 @@ def replay(
             "transaction_id instead.",
         ),
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON summary object on stdout.")
-    ] = False,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
     endpoint_url: EndpointOpt = None,
     source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
@@ -427,7 +551,7 @@ def replay(
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
     from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
-    from segmetro.state import normalize_api_url
+    from segmetro.state import new_run_id, normalize_api_url
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -439,9 +563,15 @@ def replay(
         )
     if verbose:
         output.log_to_stderr(logging.DEBUG)
+    summary = _summary()
+    summary.api_url = normalize_api_url(api_url)
+    summary.state = str(_state_path(state, mapping))
+    if dry_run:
+        summary.command = "replay-dry-run"
     mappings, window, inputs_set = _job(
-        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
-    )
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
+        strict=strict,
+    )  # fmt: skip
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
     check_rejects_path(rejects, inputs_set, overwrite=dry_run)
@@ -458,8 +588,8 @@ def replay(
             resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
+            strict=strict,
         )
-        return
     config = SenderConfig(
         api_url=api_url,
         token=token,
@@ -482,8 +612,9 @@ def replay(
         "rate": rate,
         "resend_changed": resend_changed,
     }
+    run_id = new_run_id()
     with output.Progress(
-        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay"
+        total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="replay", run_id=run_id
     ) as progress:
         report = replay_with_state(
             mappings,
@@ -495,30 +626,26 @@ def replay(
             signature=signature,
             rejects_path=rejects,
             resend_changed=resend_changed,
-            on_warning=output.warning,
+            on_warning=_warn,
             on_bytes=progress.advance,
-            on_tick=lambda counts, stats: progress.update(output.delivery_status(stats)),
+            on_tick=progress.delivery,
+            run_id=run_id,
         )
-    for warn in report.warnings:
-        output.warning(warn)
-    if json_out:
-        output.write_json(report.to_json())
+    report.fill(summary, mappings.names())
     if report.fatal is not None:
         output.error(report.fatal)
-    if not json_out or report.fatal is not None:
-        if report.inputs_skipped:
-            output.info(
-                f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
-                f"(state {state_path})"
-            )
-        output.summary(report.counts, extra=output.delivery_extra(report))
-        output.rejects(
-            report.rejects,
-            total=report.counts.rejected_total,
-            path=str(report.rejects_path) if report.rejects_path is not None else None,
-            appended=rejects is not None,
+    if report.inputs_skipped:
+        output.info(
+            f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
+            f"(state {state_path})"
         )
-    raise typer.Exit(report.exit_code)
+    output.rejects(
+        report.rejects,
+        total=report.counts.rejected_total,
+        path=str(report.rejects_path) if report.rejects_path is not None else None,
+        appended=rejects is not None,
+    )
+    _finish(summary, report.exit_code, json_out)
 
 
 def _dry_run(
@@ -534,8 +661,11 @@ def _dry_run(
     resend_changed: bool,
     json_out: bool,
     quiet: bool,
+    strict: bool,
 ) -> None:
+    """The plan of a replay: what it would send, sending nothing and writing no state."""
     from segmetro import output
+    from segmetro.models import Counts
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
     from segmetro.plan import plan
     from segmetro.state import StateDB
@@ -550,12 +680,14 @@ def _dry_run(
             if state is not None and not resend_changed
             else None
         )
+        counts = Counts()
         with (
             RejectSink(rejects) as sink,
             output.Progress(
-                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
+                total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan",
+                counts=counts,
             ) as progress,
-        ):
+        ):  # fmt: skip
             result = plan(
                 mappings,
                 inputs_set,
@@ -565,15 +697,18 @@ def _dry_run(
                 rejects=sink,
                 on_bytes=progress.advance,
                 target=target,
+                resend_changed=resend_changed,
+                counts=counts,
             )
     finally:
         if db is not None:
             db.close()
-    if json_out:
-        output.write_json(result.to_json())
-    else:
+    summary = _summary()
+    summary.rejects = None if rejects is None else str(rejects)
+    result.fill(summary, mappings.names())
+    if not json_out:
         output.show_plan(result)
-    raise typer.Exit(result.exit_code)
+    _finish(summary, result.exit_code, json_out, strict=strict)
 
 
 @app.command()
@@ -589,9 +724,8 @@ def diff(
     since: SinceOpt = None,
     until: UntilOpt = None,
     now: NowOpt = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    json_out: JsonOpt = False,
+    strict: StrictOpt = False,
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Compare two versions of a mapping over the same input: events added, removed, changed.
@@ -600,22 +734,24 @@ def diff(
     """
     from segmetro import output
     from segmetro.errors import ConfigError
-    from segmetro.mapping import load_mapping
     from segmetro.plan import diff as diff_mappings
     from segmetro.sources import open_inputs
     from segmetro.window import Window
 
+    summary = _summary()
+    summary.mapping = [str(m) for m in mapping]
+    summary.inputs = list(inputs)
     if len(mapping) != 2:
         raise ConfigError("diff needs exactly two mappings: -m OLD.yaml -m NEW.yaml")
-    old, new = load_mapping(mapping[0]), load_mapping(mapping[1])
+    old = _load_mapping(mapping[0], strict=strict)
+    new = _load_mapping(mapping[1], strict=strict)
     window = Window.from_options(since=since, until=until, now=now)
     inputs_set = open_inputs(inputs, endpoint_url=endpoint_url)
     result = diff_mappings(old, new, inputs_set, window=window)
-    if json_out:
-        output.write_json(result.to_json())
-    else:
-        output.show_diff(result, old=str(mapping[0]), new=str(mapping[1]))
-    raise typer.Exit(result.exit_code)
+    result.fill(summary, old, new)
+    if not json_out:
+        output.show_diff(summary)
+    _finish(summary, result.exit_code, json_out, strict=strict)
 
 
 @app.command()
@@ -633,9 +769,7 @@ def verify(
     now: Annotated[
         str | None, typer.Option(help="Clock for the 34-day search window (default: now).")
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check a sample of delivered events with Metronome's /v1/events/search.
 
@@ -655,6 +789,8 @@ def verify(
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
+    summary = _summary()
+    summary.state, summary.api_url = str(state), normalize_api_url(api_url)
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
@@ -676,11 +812,10 @@ def verify(
                 db.for_destination(destination), sample=sample, now=window.now, config=config
             )
         )
-    if json_out:
-        output.write_json(report.to_json())
-    else:
+    report.fill(summary)
+    if not json_out:
         output.show_verify(report)
-    raise typer.Exit(report.exit_code)
+    _finish(summary, report.exit_code, json_out)
 
 
 @app.command()
@@ -695,9 +830,7 @@ def status(
             show_default=False,
         ),
     ],
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Show the runs, the lock and each destination of a state file.
 
@@ -708,7 +841,10 @@ def status(
     from segmetro import output
     from segmetro.errors import StateError
     from segmetro.state import StateDB
+    from segmetro.summary import status_details
 
+    summary = _summary()
+    summary.state = str(state)
     if not state.exists():
         raise StateError(f"state file {state} does not exist")
     with StateDB.open(state, readonly=True) as db:
@@ -717,15 +853,10 @@ def status(
         ledger = db.ledger_size()
         lock = db.lock_holder()
         destinations = db.summaries()
-    output.show_status(
-        runs,
-        checkpoints,
-        ledger=ledger,
-        lock=lock,
-        path=str(state),
-        destinations=destinations,
-        as_json=json_out,
-    )
+    status_details(summary, runs, checkpoints, ledger=ledger, lock=lock, destinations=destinations)
+    if not json_out:
+        output.show_status(summary)
+    _finish(summary, 0, json_out)
 
 
 @app.command()

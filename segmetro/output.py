@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from segmetro.models import Counts, Reject
+from segmetro.summary import SELECTION, Summary
 
 
 def console() -> Console:
@@ -31,27 +32,49 @@ def info(message: str) -> None:
     console().print(escape(message))
 
 
-def counts_lines(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> list[str]:
-    """The summary as plain lines; the wording is part of the contract (tests pin it)."""
-    head = (
-        f"read {counts.read}, matched {counts.matched}, filtered {counts.filtered}, "
-        f"outside window {counts.outside_window}, emitted {counts.emitted}, "
-        f"duplicates {counts.duplicates}, rejected {counts.rejected_total}"
-    )
-    if counts.unchanged:
-        head += f", unchanged (sent before) {counts.unchanged}"
-    lines = [head]
-    if extra:
-        lines.append(", ".join(f"{name} {value}" for name, value in extra))
-    if counts.rejected:
-        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items()))
-        lines.append(f"rejected by reason: {by_reason}")
+def _pairs(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """The human summary: the counts of the JSON object, under the same names, as lines."""
+    lines = []
+    if summary.counts:
+        lines.append(_pairs(summary.counts))
+    if summary.extra:
+        lines.append(_pairs(summary.extra))
+    if summary.rejected_by_reason:
+        lines.append(f"rejected_by_reason: {_pairs(summary.rejected_by_reason)}")
+    for name, row in (summary.by_mapping or {}).items():
+        lines.append(f"by_mapping {name}: {_pairs(row)}")
+    for row in summary.details.get("fields", ()):
+        if row["empty"]:
+            share = 100 * row["empty"] / row["matched"]
+            lines.append(
+                f"fields {row['mapping']}.{row['field']}: empty {row['empty']}, matched "
+                f"{row['matched']} ({share:.0f}% empty)"
+            )
+    where = {
+        key: getattr(summary, key)
+        for key in ("run_id", "state", "rejects", "output", "api_url")
+        if getattr(summary, key) is not None
+    }
+    if where:
+        lines.append(_pairs(where))
     return lines
 
 
-def summary(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> None:
+def show_summary(summary: Summary, *, as_json: bool) -> None:
+    """The end of every command: the warnings not shown yet on stderr, then the JSON object on
+    stdout or the summary lines on stderr."""
+    for text in summary.warnings[summary.warnings_shown :]:
+        warning(text)
+    summary.warnings_shown = len(summary.warnings)
+    if as_json:
+        write_json(summary.to_json())
+        return
     out = console()
-    for line in counts_lines(counts, extra=extra):
+    for line in summary_lines(summary):
         out.print(escape(line))
 
 
@@ -67,7 +90,12 @@ def skipped_inputs(inputs: Any) -> None:
 
 
 def rejects(
-    shown: Iterable[Reject], *, total: int, path: str | None, appended: bool = False
+    shown: Iterable[Reject],
+    *,
+    total: int,
+    path: str | None,
+    appended: bool = False,
+    hint: str | None = None,
 ) -> None:
     """Show the first rejects with their coordinates, and where the rest are."""
     out = console()
@@ -81,79 +109,174 @@ def rejects(
     elif path is not None:
         out.print(escape(f"all {total} rejects written to {path}"))
     elif total > listed:
-        out.print(escape(f"  ... and {total - listed} more (use --rejects FILE to keep them all)"))
+        keep = f" (use {hint} to keep them all)" if hint else ""
+        out.print(escape(f"  ... and {total - listed} more{keep}"))
 
 
 class Progress:
-    """A rich progress bar on a terminal; a plain status line every few seconds otherwise."""
+    """Progress that tells the truth: events settled against events known so far.
+
+    The main figure of a replay is the events delivered (sent, dead-lettered, or found in the
+    ledger) out of the events selected so far, with the compressed bytes read as the second
+    figure; a run that has read everything but still sends shows it. The ETA is the later of
+    reading's and sending's (sending's counts the events the unread bytes will likely hold).
+    ``map`` and plans write what they read, so their bar is the bytes read, with the events
+    written beside it. On a terminal it is one live line whose essentials (label, events,
+    percentage, ETA) fit 80 columns; elsewhere (cron) a plain line every `interval` seconds
+    with the UTC time and the run id.
+    """
 
     def __init__(
-        self, *, total_bytes: int | None, quiet: bool, interval: float = 5.0, label: str = "read"
+        self,
+        *,
+        total_bytes: int | None,
+        quiet: bool,
+        interval: float = 5.0,
+        label: str = "read",
+        counts: Counts | None = None,
+        run_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total_bytes = total_bytes
         self.quiet = quiet
         self.interval = interval
         self.label = label
+        self.counts = counts
+        self.run_id = run_id
         self.done_bytes = 0
         self.status = ""
-        self._started = time.monotonic()
+        #: replay's events settled and known; None until the sender ticks (map, plans)
+        self.delivered: int | None = None
+        self.known = 0
+        self._clock = clock
+        self._started = clock()
         self._last_line = self._started
         self._console = console()
         self._live = not quiet and self._console.is_terminal
-        self._bar: Any = None
-        self._task: Any = None
+        self._display: Any = None
 
     def __enter__(self) -> Progress:
         if self._live:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
+            from rich.live import Live
 
-            self._bar = RichProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=self._console,
-                transient=False,
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.label, total=self.total_bytes, status="")
+            self._display = Live(self, console=self._console, refresh_per_second=4)
+            self._display.__enter__()
         return self
 
     def advance(self, nbytes: int) -> None:
         self.done_bytes += nbytes
-        if self._bar is not None:
-            self._bar.update(self._task, advance=nbytes)
+        self._tick()
 
     def update(self, status: str) -> None:
-        """Set the status text; off a terminal, print it at most every `interval` seconds."""
+        """Set the status text (shown last, cut first)."""
         self.status = status
-        if self._bar is not None:
-            self._bar.update(self._task, status=escape(status))
+        self._tick()
+
+    def delivery(self, counts: Counts, stats: Any) -> None:
+        """The sender's tick: events settled (sent, dead-lettered, already in the ledger)
+        against the events selected so far, and the sender's live counters as the status."""
+        self.counts = counts
+        self.delivered = stats.sent + stats.failed + counts.unchanged + counts.rejected["changed"]
+        self.known = counts.emitted
+        self.update(delivery_status(stats))
+
+    def _tick(self) -> None:
+        if self._display is not None or self.quiet:
             return
-        if self.quiet:
-            return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_line >= self.interval:
             self._last_line = now
             self._console.print(escape(self.plain_line(now)))
 
-    def plain_line(self, now: float | None = None) -> str:
-        elapsed = (now if now is not None else time.monotonic()) - self._started
+    # -- the figures -----------------------------------------------------------------------
+
+    def _fraction(self) -> float | None:
+        if self.delivered is not None:
+            return self.delivered / self.known if self.known else None
         if self.total_bytes:
-            pct = 100.0 * self.done_bytes / self.total_bytes
-            where = f"{self.done_bytes}/{self.total_bytes} bytes ({pct:.0f}%)"
-        else:
-            where = f"{self.done_bytes} bytes"
-        return f"[{elapsed:6.1f}s] {self.label} {where} {self.status}".rstrip()
+            return min(1.0, self.done_bytes / self.total_bytes)
+        return None
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left: the later of reading's and sending's estimate (None: unknown)."""
+        elapsed = (now if now is not None else self._clock()) - self._started
+        if elapsed <= 0:
+            return None
+        read_left: float | None = None
+        share_read: float | None = None
+        if self.total_bytes:
+            share_read = min(1.0, self.done_bytes / self.total_bytes)
+            if share_read > 0:
+                read_left = elapsed * (1 - share_read) / share_read
+        if self.delivered is None:
+            return read_left
+        if not self.delivered:
+            return None
+        expected = self.known / share_read if share_read else self.known
+        send_left = max(0.0, expected - self.delivered) / (self.delivered / elapsed)
+        return max(send_left, read_left or 0.0)
+
+    def _events(self) -> str:
+        if self.delivered is not None:
+            return f"{self.delivered}/{self.known} events"
+        written = self.counts.emitted if self.counts is not None else 0
+        return f"{written} events"
+
+    def _bytes(self) -> str:
+        if self.total_bytes:
+            return f"read {_size(self.done_bytes)}/{_size(self.total_bytes)}"
+        return f"read {_size(self.done_bytes)}"
+
+    @staticmethod
+    def _clock_text(seconds: float | None) -> str:
+        if seconds is None:
+            return "-:--:--"
+        whole = int(seconds + 0.5)
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+    def _parts(self, now: float | None = None) -> tuple[str, str, str]:
+        """(the essentials, bytes read, the status)."""
+        fraction = self._fraction()
+        pct = "" if fraction is None else f" {100 * fraction:.0f}%"
+        essentials = f"{self._events()}{pct} ETA {self._clock_text(self.eta(now))}"
+        return essentials, self._bytes(), self.status
+
+    def plain_line(self, now: float | None = None) -> str:
+        """The line cron logs get: UTC time, run id, then the figures."""
+        from datetime import UTC, datetime
+
+        from segmetro.models import format_timestamp
+
+        stamp = format_timestamp(datetime.now(UTC))
+        run = f" run {self.run_id}" if self.run_id else ""
+        essentials, read, status = self._parts(now)
+        line = f"{stamp}{run} {self.label} {essentials}, {read}"
+        return f"{line}, {status}" if status else line
+
+    def render(self, width: int) -> Any:
+        """The live line at `width` columns: the bar takes what the essentials leave, bytes
+        read and the status come after and go first when the line is too narrow."""
+        from rich.text import Text
+
+        essentials, read, status = self._parts()
+        head = f"{self.label} "
+        line = Text(head, style="bold", no_wrap=True, overflow="ellipsis")
+        room = width - len(head) - len(essentials)
+        bar = min(40, room - 1 - len(read) - 2) if room - len(read) - 3 >= 10 else room - 1
+        if bar >= 10:
+            fraction = self._fraction() or 0.0
+            filled = int(bar * fraction)
+            line.append("━" * filled, style="bar.complete")
+            line.append("━" * (bar - filled), style="bar.back")
+            line.append(" ")
+        line.append(essentials)
+        for extra in (read, status):
+            if extra and line.cell_len + 2 + len(extra) <= width:
+                line.append(f"  {extra}", style="dim")
+        return line
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield self.render(options.max_width)
 
     def __exit__(
         self,
@@ -161,9 +284,16 @@ class Progress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
-            self._bar = None
+        if self._display is not None:
+            self._display.__exit__(exc_type, exc, tb)
+            self._display = None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 #: A retry error stays on the progress line this long after it was seen (seconds).
@@ -188,22 +318,6 @@ def delivery_status(stats: Any) -> str:
     return ", ".join(parts)
 
 
-def delivery_extra(report: Any) -> list[tuple[str, Any]]:
-    """The replay line of the summary: where every emitted event went."""
-    stats = report.delivery
-    rate = stats.sent / stats.elapsed if stats.elapsed > 0 else 0.0
-    return [
-        ("sent", stats.sent),
-        ("dead-lettered", stats.failed),
-        ("unsent", report.unsent + report.not_handed),
-        ("batches", stats.batches),
-        ("retries", stats.retries),
-        ("429s", stats.rate_limited),
-        ("elapsed", f"{stats.elapsed:.1f}s"),
-        ("events/s", f"{rate:.0f}"),
-    ]
-
-
 def log_to_stderr(level: int) -> None:
     """Route library logging (per-batch detail) to stderr through rich."""
     import logging
@@ -221,46 +335,15 @@ def _counter_line(counter: Any) -> str:
 
 
 def show_plan(result: Any) -> None:
-    """The dry-run plan, terraform style: the summary first, then breakdowns and diffs."""
+    """The dry-run plan's detail, terraform style: breakdowns and field diffs (the counts
+    follow in the summary)."""
     out = console()
     c = result.counts
-    cats = result.categories
-    rejected = c.rejected_total
-    out.print(
-        escape(
-            f"Plan: {cats['new']} new, {cats['unchanged']} unchanged, {cats['changed']} changed, "
-            f"{c.filtered} filtered, {rejected} rejected"
-        )
-    )
     if result.target is not None:
-        out.print(escape(f"  ({result.target.note})"))
-    for warn in result.warnings:
-        warning(warn)
-    if result.inputs_skipped:
-        out.print(
-            escape(
-                f"  {result.inputs_skipped} of {result.inputs_total} inputs already done "
-                "(a replay skips them)"
-            )
-        )
-    if c.rejected:
-        out.print(escape(f"  rejected by reason: {_counter_line(c.rejected)}"))
-    if c.duplicates or c.outside_window:
-        out.print(
-            escape(
-                f"  also: {c.duplicates} duplicates in the input, "
-                f"{c.outside_window} outside --since/--until"
-            )
-        )
-    for title, table in (
-        ("by mapping", result.by_mapping),
-        ("by event_type", result.by_event_type),
-        ("by day", result.by_day),
-    ):
-        if table:
-            out.print(escape(f"{title}:"))
-            for key, counter in sorted(table.items()):
-                out.print(escape(f"  {key}: {_counter_line(counter)}"))
+        out.print(escape(f"plan against: {result.target.note}"))
+    for title, table in (("by_event_type", result.by_event_type), ("by_day", result.by_day)):
+        for key, counter in sorted(table.items()):
+            out.print(escape(f"{title} {key}: {_counter_line(counter)}"))
     if result.changed:
         out.print(
             escape(
@@ -272,43 +355,35 @@ def show_plan(result: Any) -> None:
             out.print(escape(f"  ~ {d.transaction_id} ({d.source}, mapping {d.mapping})"))
             for line in d.lines:
                 out.print(escape(f"      {line}"))
-    rejects(result.rejects, total=rejected, path=None)
+    rejects(result.rejects, total=c.rejected_total, path=None, hint="--rejects FILE")
 
 
-def show_diff(result: Any, *, old: str, new: str) -> None:
+def show_diff(summary: Summary) -> None:
+    """The diff's detail: each version's selection, then a few events of each kind."""
     out = console()
-    out.print(
-        escape(
-            f"{old} -> {new}: {result.added} added, {result.removed} removed, "
-            f"{result.changed} changed, {result.same} unchanged"
-        )
-    )
+    for key, path in zip(("old", "new"), summary.mapping or (), strict=False):
+        part = summary.details[key]
+        counts = {name: part[name] for name in SELECTION}
+        out.print(escape(f"{key} {path}: {_pairs(counts)}"))
+        for name, row in part["by_mapping"].items():
+            out.print(escape(f"  by_mapping {name}: {_pairs(row)}"))
     symbol = {"added": "+", "removed": "-", "changed": "~"}
-    for kind, d in result.samples:
-        out.print(escape(f"  {symbol[kind]} {d.transaction_id} ({d.source}, mapping {d.mapping})"))
-        for line in d.lines:
+    for d in summary.details["sample"]:
+        mark = symbol[d["kind"]]
+        where = f"({d['source']}, mapping {d['mapping']})"
+        out.print(escape(f"  {mark} {d['transaction_id']} {where}"))
+        for line in d["changes"]:
             out.print(escape(f"      {line}"))
 
 
 def show_verify(report: Any) -> None:
+    """The transaction_ids behind verify's counts (the counts follow in the summary)."""
     out = console()
-    if report.nothing_checked is not None:
-        out.print(escape(f"verified nothing: {report.nothing_checked}"))
-        return
-    out.print(
-        escape(
-            f"verified {report.sampled} delivered events: {report.found} found, "
-            f"{len(report.missing)} missing, {len(report.duplicates)} duplicated, "
-            f"{len(report.no_customer)} matched no customer, "
-            f"{len(report.no_billable_metric)} matched no billable metric, "
-            f"{len(report.different)} differ from what was sent"
-        )
-    )
     for title, ids in (
         ("missing", report.missing),
         ("duplicated", report.duplicates),
-        ("no customer", report.no_customer),
-        ("no billable metric", report.no_billable_metric),
+        ("no_customer", report.no_customer),
+        ("no_billable_metric", report.no_billable_metric),
         ("different", report.different),
     ):
         if ids:
@@ -316,105 +391,46 @@ def show_verify(report: Any) -> None:
             out.print(escape(f"  {title}: {shown}"))
 
 
-def _checkpoint_json(c: Any) -> dict[str, Any]:
-    return {
-        "source": c.source,
-        "line": c.line,
-        "done": c.done,
-        "updated_at": c.updated_at,
-        "destination": c.destination,
-    }
-
-
-def show_status(
-    runs: Any,
-    checkpoints: Any,
-    *,
-    ledger: int,
-    lock: Any,
-    path: str,
-    destinations: Sequence[Any] = (),
-    as_json: bool,
-) -> None:
-    if as_json:
-        write_json(
-            {
-                "state": path,
-                "ledger": ledger,
-                "lock": None if lock is None else lock.describe(),
-                "runs": [
-                    {
-                        "id": r.id,
-                        "command": r.command,
-                        "started_at": r.started_at,
-                        "ended_at": r.ended_at,
-                        "exit_code": r.exit_code,
-                        "destination": r.destination,
-                        "counts": r.counts,
-                    }
-                    for r in runs
-                ],
-                "checkpoints": [_checkpoint_json(c) for c in checkpoints],
-                "destinations": [
-                    {
-                        **d.destination.to_json(),
-                        "ledger": d.ledger,
-                        "checkpoints": len(d.checkpoints),
-                        "undeliverable": [
-                            {
-                                "run_id": u.run_id,
-                                "events": u.events,
-                                "delivered_since": u.delivered_since,
-                                "open": u.still_open,
-                            }
-                            for u in d.undeliverable
-                        ],
-                    }
-                    for d in destinations
-                ],
-            }
-        )
-        return
+def show_status(summary: Summary) -> None:
+    """The lock, the runs and the destinations of a state file (from `status_details`); the
+    summary lines (ledger, state) follow."""
     out = console()
-    out.print(escape(f"state {path}: {ledger} delivered events in the ledger"))
-    out.print(escape("lock: " + ("free" if lock is None else f"held by {lock.describe()}")))
-    out.print(escape(f"runs ({len(runs)} latest):"))
-    for r in runs:
-        counts = r.counts or {}
-        outcome = "unfinished" if r.exit_code is None else f"exit={r.exit_code}"
-        to = "" if r.destination is None else f" destination=#{r.destination}"
+    d = summary.details
+    out.print(escape("lock: " + ("free" if d["lock"] is None else f"held by {d['lock']}")))
+    out.print(escape(f"runs ({len(d['runs'])} latest):"))
+    for r in d["runs"]:
+        counts = r["counts"] or {}
+        outcome = "unfinished" if r["exit_code"] is None else f"exit_code {r['exit_code']}"
+        to = "" if r["destination"] is None else f", destination #{r['destination']}"
+        shown = {name: counts.get(name, "-") for name in ("read", "sent", "rejected")}
+        out.print(
+            escape(f"  {r['started_at']} {r['id']} {r['command']} {outcome}: {_pairs(shown)}{to}")
+        )
+    out.print(escape(f"destinations ({len(d['destinations'])}):"))
+    for dest in d["destinations"]:
         out.print(
             escape(
-                f"  {r.started_at} {r.id} {r.command} {outcome} "
-                f"read={counts.get('read', '-')} sent={counts.get('sent', '-')} "
-                f"rejected={counts.get('rejected_total', '-')}{to}"
+                f"  #{dest['id']} {dest['api_url']} account {dest['account'] or 'unclaimed'}: "
+                f"ledger "
+                f"{dest['ledger']}, {_plural(len(dest['checkpoints']), 'checkpoint')}"
             )
         )
-    out.print(escape(f"destinations ({len(destinations)}):"))
-    for d in destinations:
-        dest = d.destination
-        out.print(
-            escape(
-                f"  #{dest.id} {dest.api_url} account {dest.fingerprint}: {d.ledger} delivered "
-                f"events, {_plural(len(d.checkpoints), 'checkpoint')}"
-            )
-        )
-        for c in d.checkpoints:
-            state = "done" if c.done else f"line {c.line}"
-            out.print(escape(f"    {c.source}: {state} ({c.updated_at})"))
-        for u in d.undeliverable:
-            if u.delivered_since:
+        for c in dest["checkpoints"]:
+            where = "done" if c["done"] else f"line {c['line']}"
+            out.print(escape(f"    {c['source']}: {where} ({c['updated_at']})"))
+        for u in dest["undeliverable"]:
+            if u["delivered_since"]:
                 out.print(
                     escape(
-                        f"    {u.delivered_since} undeliverable events from run {u.run_id} "
-                        "were delivered since (superseded)"
+                        f"    {u['delivered_since']} undeliverable events from run "
+                        f"{u['run_id']} were delivered since (superseded)"
                     )
                 )
-            if u.still_open:
+            if u["open"]:
                 out.print(
                     escape(
-                        f"    {u.still_open} undeliverable events from run {u.run_id} are still "
-                        "not delivered: re-run the same command to send them"
+                        f"    {u['open']} undeliverable events from run {u['run_id']} are "
+                        "still not delivered: re-run the same command to send them"
                     )
                 )
 

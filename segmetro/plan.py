@@ -8,25 +8,27 @@ over the same input and reports which events appear, disappear or change.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from segmetro.dedup import RunDeduper
 from segmetro.mapping import MappingSet
-from segmetro.models import Counts, Mapped, Record, Reject
+from segmetro.models import Counts, Mapped, Reason, Record, Reject
 from segmetro.pipeline import (
     LEDGER_CHUNK,
     PlanTarget,
     RejectSink,
     Resume,
     against_ledger,
+    changed_reject,
     field_diff,
     read_resumed,
     select,
 )
 from segmetro.sources import InputSet, iter_records
 from segmetro.state import UNRECORDED_PAYLOAD, StateStore
+from segmetro.summary import Summary, by_mapping, selection_counts, unmatched_warnings
 from segmetro.window import Window
 
 #: How many field diffs a plan or a diff shows; the counts cover everything.
@@ -78,26 +80,30 @@ class Plan:
         self.by_event_type.setdefault(event_type, Counter())[category] += 1
         self.by_day.setdefault(day, Counter())[category] += 1
 
-    def to_json(self) -> dict[str, Any]:
-        categories = {"new": 0, "unchanged": 0, "changed": 0}
-        categories.update(self.categories)
-        categories["filtered"] = self.counts.filtered
-        for reason, n in self.counts.rejected.items():
-            categories[f"rejected:{reason}"] = n
-        return {
-            "plan": dict(sorted(categories.items())),
-            "counts": self.counts.to_json(),
-            "by_mapping": {k: dict(v) for k, v in sorted(self.by_mapping.items())},
-            "by_event_type": {k: dict(v) for k, v in sorted(self.by_event_type.items())},
-            "by_day": {k: dict(v) for k, v in sorted(self.by_day.items())},
-            "changed_sample": [d.to_json() for d in self.changed],
-            "rejects_sample": [r.to_json() for r in self.rejects],
-            "inputs": self.inputs_total,
-            "inputs_skipped": self.inputs_skipped,
-            "warnings": self.warnings,
-            "destination": None if self.target is None else self.target.to_json(),
-            "exit_code": self.exit_code,
-        }
+    def fill(self, summary: Summary, names: Sequence[str]) -> None:
+        """The plan's summary: the selection, then what a replay would do with the emitted
+        events (``emitted = new + unchanged + changed + resent_changed``)."""
+        summary.selection(self.counts, names)
+        summary.extra.update(
+            new=self.categories["new"],
+            unchanged=self.counts.unchanged,
+            changed=self.counts.rejected[Reason.CHANGED],
+            resent_changed=self.counts.resent_changed,
+            inputs_total=self.inputs_total,
+            inputs_skipped=self.inputs_skipped,
+        )
+        assert summary.by_mapping is not None
+        for name, row in summary.by_mapping.items():
+            plan = self.by_mapping.get(name, Counter())
+            row.update({key: plan[key] for key in ("new", "unchanged", "changed")})
+        summary.warnings[:0] = self.warnings
+        summary.details.update(
+            by_event_type={k: dict(v) for k, v in sorted(self.by_event_type.items())},
+            by_day={k: dict(v) for k, v in sorted(self.by_day.items())},
+            changed_sample=[d.to_json() for d in self.changed],
+            rejects_sample=[r.to_json() for r in self.rejects],
+            destination=None if self.target is None else self.target.to_json(),
+        )
 
 
 def plan(
@@ -110,6 +116,8 @@ def plan(
     on_bytes: Callable[[int], None] | None = None,
     rejects: RejectSink | None = None,
     target: PlanTarget | None = None,
+    resend_changed: bool = False,
+    counts: Counts | None = None,
 ) -> Plan:
     """Classify every event as a replay would, sending nothing and writing no state.
 
@@ -117,7 +125,7 @@ def plan(
     and partly read ones start where a replay would, so the plan is what the run will do.
     `target` (from `plan_target`) says which destination `state` is; its warning is kept.
     """
-    counts = Counts()
+    counts = counts if counts is not None else Counts()
     resume = resume or Resume()
     skipped = set(resume.skipped)
     todo = [obj for obj in inputs.objects if obj.name not in skipped]
@@ -134,11 +142,15 @@ def plan(
     def classify(pending: deque[Mapped]) -> None:
         for mapped, category, previous in against_ledger(pending, state):
             payload = mapped.payload
-            if category == "new":
-                counts.emitted += 1
-            elif category == "unchanged":
+            if category == "unchanged":
                 counts.unchanged += 1
-            elif len(result.changed) < SHOWN_DIFFS:
+            elif category == "changed" and resend_changed:
+                counts.resent_changed += 1
+            elif category == "changed":
+                assert previous is not None
+                counts.rejected[Reason.CHANGED] += 1
+                sink.add(changed_reject(mapped, previous))
+            if category == "changed" and len(result.changed) < SHOWN_DIFFS:
                 assert previous is not None
                 before = previous.payload
                 result.changed.append(
@@ -178,24 +190,29 @@ class MappingDiff:
     added: int = 0
     removed: int = 0
     changed: int = 0
-    same: int = 0
+    unchanged: int = 0
     samples: list[tuple[str, EventDiff]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.added or self.removed or self.changed else 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "removed": self.removed,
-            "changed": self.changed,
-            "same": self.same,
-            "old": self.old.to_json(),
-            "new": self.new.to_json(),
-            "sample": [dict(d.to_json(), kind=kind) for kind, d in self.samples],
-            "exit_code": self.exit_code,
-        }
+    def fill(self, summary: Summary, old: MappingSet, new: MappingSet) -> None:
+        """The diff's summary: how the events differ, and each version's selection."""
+        summary.extra.update(
+            added=self.added, removed=self.removed, changed=self.changed, unchanged=self.unchanged
+        )
+        for key, counts, mappings in (("old", self.old, old), ("new", self.new, new)):
+            names = mappings.names()
+            summary.details[key] = dict(
+                selection_counts(counts),
+                rejected_by_reason=dict(sorted(counts.rejected.items())),
+                by_mapping=by_mapping(counts, names),
+            )
+            summary.warnings.extend(
+                f"{mappings.path}: {text}" for text in unmatched_warnings(counts, names)
+            )
+        summary.details["sample"] = [dict(d.to_json(), kind=kind) for kind, d in self.samples]
 
 
 def _outputs(
@@ -209,7 +226,6 @@ def _outputs(
     out: dict[str, Mapped] = {}
     for item in select([record], mappings, window=window, counts=counts, deduper=deduper):
         if isinstance(item, Mapped):
-            counts.emitted += 1
             out.setdefault(item.payload["transaction_id"], item)
     return out
 
@@ -261,7 +277,7 @@ def _compare(
             result.added += 1
             sample("added", mapped, field_diff({}, mapped.payload))
         elif before[tid].payload == mapped.payload:
-            result.same += 1
+            result.unchanged += 1
         else:
             result.changed += 1
             sample("changed", mapped, field_diff(before[tid].payload, mapped.payload))
@@ -274,7 +290,7 @@ def _compare(
 def _records(stream: Iterator[Record | Reject], result: MappingDiff) -> Iterator[Record]:
     for item in stream:
         if isinstance(item, Reject):
-            result.old.rejected[item.reason] += 1
-            result.new.rejected[item.reason] += 1
+            result.old.unreadable(item.reason)
+            result.new.unreadable(item.reason)
         else:
             yield item

@@ -11,6 +11,7 @@ import httpx
 from segmetro.delivery import SenderConfig, search_events
 from segmetro.models import format_timestamp
 from segmetro.state import LedgerEntry, StateStore
+from segmetro.summary import Summary
 from segmetro.window import MAX_AGE
 
 
@@ -34,18 +35,20 @@ class VerifyReport:
         problems = self.missing or self.no_customer or self.no_billable_metric
         return 1 if problems or self.nothing_checked is not None else 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sampled": self.sampled,
-            "found": self.found,
+    def fill(self, summary: Summary) -> None:
+        """Counts under the names of the lists they count; the transaction_ids as details."""
+        lists = {
             "missing": self.missing,
-            "duplicates": self.duplicates,
+            "duplicated": self.duplicates,
             "no_customer": self.no_customer,
             "no_billable_metric": self.no_billable_metric,
             "different": self.different,
-            "nothing_checked": self.nothing_checked,
-            "exit_code": self.exit_code,
         }
+        summary.extra.update(sampled=self.sampled, found=self.found)
+        summary.extra.update({name: len(ids) for name, ids in lists.items()})
+        summary.details.update(transaction_ids=lists, nothing_checked=self.nothing_checked)
+        if self.nothing_checked is not None:
+            summary.warnings.append(f"verified nothing: {self.nothing_checked}")
 
 
 _COMPARED = ("customer_id", "event_type", "properties")

@@ -13,7 +13,14 @@ from hypothesis import settings
 from typer.testing import CliRunner
 
 from segmetro.fake_metronome import FakeConfig, FakeMetronome
-from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, HoldingProxy
+from tests.support import (
+    SAMPLES,
+    SAMPLES_NOW,
+    SAMPLES_NOW_DT,
+    TOKEN,
+    HoldingProxy,
+    JsonCheckingRunner,
+)
 
 # `from tests.conftest import SAMPLES, SAMPLES_NOW` (tests/test_workers.py) keeps working until
 # it imports from tests.support.
@@ -48,7 +55,9 @@ def _samples_stay_clean() -> Iterator[None]:
 
 @pytest.fixture
 def runner() -> CliRunner:
-    return CliRunner()
+    """The in-process CLI runner; every ``--json`` output it sees is checked against the
+    summary schema and its invariants."""
+    return JsonCheckingRunner()
 
 
 @pytest.fixture

@@ -8,16 +8,24 @@ it a second time as another module.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import json
+import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import jsonschema
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -28,6 +36,108 @@ TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
 #: How long a test waits for something that takes well under a second: a safety net that turns
 #: a hang into a failure saying what never happened. Never a measurement.
 PATIENCE = 60.0
+
+
+#: The JSON Schema every ``--json`` output must satisfy.
+SUMMARY_SCHEMA = ROOT / "docs" / "summary.schema.json"
+
+
+@functools.cache
+def _summary_validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SUMMARY_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def summary_json(stdout: str | bytes) -> dict[str, Any]:
+    """The one JSON object a ``--json`` run printed: all of stdout, valid against
+    ``docs/summary.schema.json``, its counts adding up (`check_invariants`). Every test that
+    reads a ``--json`` output goes through here."""
+    text = stdout.decode() if isinstance(stdout, bytes) else stdout
+    obj = json.loads(text)  # the whole of stdout: exactly one JSON value, nothing else
+    assert isinstance(obj, dict), f"--json printed {type(obj).__name__}, not an object"
+    errors = sorted(_summary_validator().iter_errors(obj), key=lambda e: list(e.path))
+    assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    check_invariants(obj)
+    return obj
+
+
+def check_invariants(obj: Mapping[str, Any]) -> None:
+    """The sums the README's "Summaries" section promises, on one summary object."""
+    if obj["command"] == "diff" and obj["error"] is None:
+        check_invariants({"command": "selection", **obj["old"]})
+        check_invariants({"command": "selection", **obj["new"]})
+        return
+    if "read" not in obj:
+        if obj["command"] == "verify" and obj["error"] is None:
+            assert obj["found"] + obj["missing"] == obj["sampled"], obj
+        return
+    o = dict(obj)
+    changed, dead = o.get("changed", 0), o.get("dead_lettered", 0)
+    at_selection = o["rejected"] - o["unparseable"] - changed - dead
+    assert o["read"] == o["unparseable"] + o["filtered"] + o["matched"], o
+    assert o["rejected"] == sum(o["rejected_by_reason"].values()), o
+    assert o["mapped"] == at_selection + o["outside_window"] + o["duplicates"] + o["emitted"], o
+    assert o["matched"] <= o["mapped"], o
+    rows = o["by_mapping"].values()
+    assert o["mapped"] == sum(r["matched"] for r in rows), o
+    assert o["emitted"] == sum(r["emitted"] for r in rows), o
+    assert at_selection == sum(r["rejected"] for r in rows), o
+    if o["command"] == "replay":
+        settled = o["unchanged"] + changed + o["sent"] + dead + o["unsent"]
+        assert o["emitted"] == settled, o
+    if o["command"] == "replay-dry-run":
+        assert o["emitted"] == o["new"] + o["unchanged"] + changed + o["resent_changed"], o
+
+
+class JsonCheckingRunner(CliRunner):
+    """typer's in-process runner, checking every ``--json`` output with `summary_json`."""
+
+    def invoke(self, cli: Any, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        result = super().invoke(cli, args, *rest, **kwargs)
+        if args is not None and "--json" in list(args):
+            summary_json(result.stdout)
+        return result
+
+
+def _console_script() -> str:
+    """The installed ``segmetro`` console script of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("segmetro")
+    found = str(beside) if beside.exists() else shutil.which("segmetro")
+    assert found, "the segmetro console script is not installed (pip install -e .)"
+    return found
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = PATIENCE,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``segmetro`` console script in a subprocess, as a user or cron would:
+    a plain terminal-less environment without Metronome or AWS settings, plus `env`. A
+    ``--json`` run's stdout is checked with `summary_json`."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("METRONOME_", "AWS_ENDPOINT")) and k != "COLUMNS"
+    }
+    base.update(TERM="dumb", NO_COLOR="1", COLUMNS="300")
+    base.update(env or {})
+    result = subprocess.run(
+        [_console_script(), *args],
+        env=base,
+        input=input.decode() if isinstance(input, bytes) else input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    if "--json" in args:
+        summary_json(result.stdout)
+    return result
 
 
 def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = PATIENCE) -> None:

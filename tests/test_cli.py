@@ -95,8 +95,8 @@ def test_map_samples_writes_exactly_the_expected_events(runner: CliRunner, tmp_p
         reason for reason, n in reasons.items() for _ in range(n)
     )
     by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-    assert f"rejected by reason: {by_reason}" in result.stderr
-    assert f"emitted {len(expected)}," in result.stderr
+    assert f"rejected_by_reason: {by_reason}" in result.stderr
+    assert f", emitted {len(expected)}\n" in result.stderr
     assert f"all {sum(reasons.values())} rejects written to {rejects}" in result.stderr
 
 
@@ -140,8 +140,8 @@ def test_map_clean_input_exits_zero(runner: CliRunner, tmp_path: Path) -> None:
         "properties": {"n": 1},
     }
     assert (
-        "read 1, matched 1, filtered 0, outside window 0, emitted 1, duplicates 0, rejected 0"
-        in result.stderr
+        "read 1, unparseable 0, filtered 0, matched 1, mapped 1, rejected 0, outside_window 0, "
+        "duplicates 0, emitted 1" in result.stderr
     )
 
 
@@ -262,7 +262,7 @@ def test_validate_ok_and_sample_field_report(runner: CliRunner) -> None:
     )
     assert result.exit_code == 0, result.output
     assert f"{SAMPLES / 'mapping.yaml'}: ok (1 mapping(s): usage)" in result.stderr
-    assert "usage: customer_id empty in " in result.stderr
+    assert "fields usage.customer_id: empty 1, matched " in result.stderr
 
 
 def test_validate_warns_and_strict_fails(runner: CliRunner, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.state import StateDB
 from tests.exports import messages, write_jsonl
-from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, summary_json
 
 EVENTS = str(SAMPLES / "events")
 #: What the sample export holds, as `segmetro map` counts it.
@@ -85,34 +85,39 @@ def test_dry_run_on_an_empty_state_plans_everything_new_and_writes_nothing(
     assert result.exit_code == 1, result.output  # the samples hold rejects
     assert files_under(tmp_path) == before
     lines = result.stderr.splitlines()
-    assert lines[0] == (
-        f"Plan: {SAMPLE_NEW} new, 0 unchanged, 0 changed, {SAMPLE_FILTERED} filtered, 5 rejected"
+    assert (
+        f"new {SAMPLE_NEW}, unchanged 0, changed 0, resent_changed 0, inputs_total 3, "
+        "inputs_skipped 0"
+    ) in lines
+    assert f"filtered {SAMPLE_FILTERED}," in result.stderr
+    assert "plan against: no state file yet: every event is new" in lines
+    assert "rejected_by_reason: invalid_json 2, missing_field 1, not_object 1, too_old 1" in lines
+    assert "outside_window 0, duplicates 2, emitted 115" in result.stderr
+    assert (
+        "by_mapping usage: matched 119, rejected 2, emitted 115, new 115, unchanged 0, changed 0"
+        in lines
     )
-    assert "  (no state file yet: every event is new)" in lines
-    assert "  rejected by reason: invalid_json 2, missing_field 1, not_object 1, too_old 1" in lines
-    assert "  also: 2 duplicates in the input, 0 outside --since/--until" in lines
-    assert "  usage: new 115" in lines
-    assert "  API Call: new 50" in lines
-    assert "  Job Completed: new 65" in lines
-    assert [line for line in lines if line.startswith("  2026-11-2")] == [
-        "  2026-11-23: new 31",
-        "  2026-11-24: new 44",
-        "  2026-11-25: new 40",
+    assert "by_event_type API Call: new 50" in lines
+    assert "by_event_type Job Completed: new 65" in lines
+    assert [line for line in lines if line.startswith("by_day ")] == [
+        "by_day 2026-11-23: new 31",
+        "by_day 2026-11-24: new 44",
+        "by_day 2026-11-25: new 40",
     ]
 
     as_json = dry_run(runner, mapping, EVENTS, "--json", state=tmp_path / "s" / "state.db")
     assert as_json.exit_code == 1
     assert not (tmp_path / "s").exists()
-    plan = orjson.loads(as_json.stdout)
-    assert plan["plan"] == {
-        "new": SAMPLE_NEW,
-        "unchanged": 0,
-        "changed": 0,
-        "filtered": SAMPLE_FILTERED,
-        **{f"rejected:{k}": v for k, v in SAMPLE_REJECTED.items()},
-    }
-    assert plan["counts"]["rejected"] == SAMPLE_REJECTED
-    assert plan["by_mapping"] == {"usage": {"new": SAMPLE_NEW}}
+    plan = summary_json(as_json.stdout)
+    assert (plan["new"], plan["unchanged"], plan["changed"]) == (SAMPLE_NEW, 0, 0)
+    assert plan["filtered"] == SAMPLE_FILTERED
+    assert plan["rejected_by_reason"] == SAMPLE_REJECTED
+    assert plan["by_mapping"] == {
+        "usage": {
+            "matched": 119, "rejected": 2, "emitted": SAMPLE_NEW, "new": SAMPLE_NEW,
+            "unchanged": 0, "changed": 0,
+        }
+    }  # fmt: skip
     assert plan["by_event_type"] == {"API Call": {"new": 50}, "Job Completed": {"new": 65}}
     assert plan["by_day"] == {
         "2026-11-23": {"new": 31},
@@ -130,9 +135,9 @@ def test_dry_run_of_a_clean_input_exits_0(runner: CliRunner, tmp_path: Path) -> 
     )
     result = dry_run(runner, write_mapping(tmp_path), str(src), "--json")
     assert result.exit_code == 0, result.output
-    plan = orjson.loads(result.stdout)
-    assert plan["plan"]["new"] + plan["plan"]["filtered"] == 30
-    assert plan["plan"]["new"] > 0
+    plan = summary_json(result.stdout)
+    assert plan["new"] + plan["filtered"] == 30
+    assert plan["new"] > 0
 
 
 def test_plan_after_a_replay_then_after_a_mapping_change(
@@ -143,16 +148,16 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     server = fake_metronome()
     sent = real_run(runner, server, mapping, state, EVENTS)
     assert sent.exit_code == 1, sent.output
-    assert orjson.loads(sent.stdout)["sent"] == SAMPLE_NEW
+    assert summary_json(sent.stdout)["sent"] == SAMPLE_NEW
     db_bytes = state.read_bytes()
 
     # The plan is what a replay (to the same URL) would do: every input is finished.
     url = ("--api-url", server.url)
     again = dry_run(runner, mapping, EVENTS, "--json", *url, state=state)
     assert again.exit_code == 0, again.output
-    plan = orjson.loads(again.stdout)
-    assert (plan["inputs"], plan["inputs_skipped"]) == (3, 3)
-    assert (plan["plan"]["new"], plan["plan"]["unchanged"], plan["plan"]["changed"]) == (0, 0, 0)
+    plan = summary_json(again.stdout)
+    assert (plan["inputs_total"], plan["inputs_skipped"]) == (3, 3)
+    assert (plan["new"], plan["unchanged"], plan["changed"]) == (0, 0, 0)
     assert state.read_bytes() == db_bytes  # a dry run never writes the state
 
     # Read again from the start (a new state copy without checkpoints), all are unchanged.
@@ -165,30 +170,33 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
                 10_000, since=SAMPLES_NOW_DT - timedelta(days=60)
             )
         )
-    plan = orjson.loads(dry_run(runner, mapping, EVENTS, "--json", *url, state=fresh).stdout)
-    assert plan["plan"]["new"] == 0
-    assert plan["plan"]["unchanged"] == SAMPLE_NEW
-    assert plan["plan"]["changed"] == 0
-    assert plan["by_mapping"] == {"usage": {"unchanged": SAMPLE_NEW}}
+    plan = summary_json(dry_run(runner, mapping, EVENTS, "--json", *url, state=fresh).stdout)
+    assert plan["new"] == 0
+    assert plan["unchanged"] == SAMPLE_NEW
+    assert plan["changed"] == 0
+    assert plan["by_mapping"]["usage"]["unchanged"] == SAMPLE_NEW
 
     # A new version of the mapping renames one property value on some events.
     renamed = write_mapping(tmp_path, "mapping-v2.yaml", renamed=True)
     changed = dry_run(runner, renamed, EVENTS, *url, state=state)
     assert changed.exit_code == 1
     lines = changed.stderr.splitlines()
-    assert lines[0] == (
-        f"Plan: 0 new, {SAMPLE_NEW - ENTERPRISE_JOBS} unchanged, {ENTERPRISE_JOBS} changed, "
-        f"{SAMPLE_FILTERED} filtered, 5 rejected"
+    assert (
+        f"new 0, unchanged {SAMPLE_NEW - ENTERPRISE_JOBS}, changed {ENTERPRISE_JOBS}, "
+        "resent_changed 0, inputs_total 3, inputs_skipped 0"
+    ) in lines
+    assert f"rejected {5 + ENTERPRISE_JOBS}," in changed.stderr
+    assert (
+        f"by_event_type Job Completed: changed {ENTERPRISE_JOBS}, "
+        f"unchanged {65 - ENTERPRISE_JOBS}" in lines
     )
-    assert f"  Job Completed: changed {ENTERPRISE_JOBS}, unchanged {65 - ENTERPRISE_JOBS}" in (
-        lines
-    )
-    assert "  API Call: unchanged 50" in lines
+    assert "by_event_type API Call: unchanged 50" in lines
     diffs = [line.strip() for line in lines if line.startswith("      ")]
     assert diffs == ['~ properties.plan: "enterprise" -> "ent"'] * 10  # a sample of 10
     assert sum(1 for line in lines if line.startswith("  ~ ajs-")) == 10
-    as_json = orjson.loads(dry_run(runner, renamed, EVENTS, "--json", *url, state=state).stdout)
-    assert as_json["plan"]["changed"] == ENTERPRISE_JOBS
+    as_json = summary_json(dry_run(runner, renamed, EVENTS, "--json", *url, state=state).stdout)
+    assert as_json["changed"] == ENTERPRISE_JOBS
+    assert as_json["rejected_by_reason"]["changed"] == ENTERPRISE_JOBS
     assert as_json["by_event_type"]["Job Completed"] == {
         "changed": ENTERPRISE_JOBS,
         "unchanged": 65 - ENTERPRISE_JOBS,
@@ -206,10 +214,10 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     rejects = tmp_path / "rejects.jsonl"
     run = real_run(runner, server, renamed, state, EVENTS, "--rejects", str(rejects))
     assert run.exit_code == 1
-    summary = orjson.loads(run.stdout)
+    summary = summary_json(run.stdout)
     assert summary["sent"] == 0
     assert summary["unchanged"] == SAMPLE_NEW - ENTERPRISE_JOBS
-    assert summary["rejected"]["changed"] == ENTERPRISE_JOBS
+    assert summary["rejected_by_reason"]["changed"] == summary["changed"] == ENTERPRISE_JOBS
     assert server.snapshot(include_events=False).requests == requests
     written = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
     changed_rejects = [r for r in written if r["reason"] == "changed"]
@@ -224,7 +232,7 @@ def test_plan_after_a_replay_then_after_a_mapping_change(
     forced = real_run(runner, server, renamed, state, EVENTS, "--resend-changed")
     assert forced.exit_code == 1  # the sample rejects remain
     assert "--resend-changed: reading every input from the start" in forced.stderr
-    assert orjson.loads(forced.stdout)["sent"] == ENTERPRISE_JOBS
+    assert summary_json(forced.stdout)["sent"] == ENTERPRISE_JOBS
     end = server.snapshot()
     assert end.duplicates_ignored == ENTERPRISE_JOBS
     assert "ent" not in {e["properties"].get("plan") for e in end.events}
@@ -241,9 +249,9 @@ def test_resume_is_not_fooled_by_a_mapping_change(
     shutil.copy(write_mapping(tmp_path, "v2.yaml", renamed=True), mapping)
     run = real_run(runner, server, mapping, state, EVENTS)
     assert "the mapping changed since its checkpoint" in run.stderr
-    summary = orjson.loads(run.stdout)
+    summary = summary_json(run.stdout)
     assert summary["inputs_skipped"] == 0
-    assert summary["rejected"]["changed"] == ENTERPRISE_JOBS
+    assert summary["rejected_by_reason"]["changed"] == ENTERPRISE_JOBS
 
 
 # -- segmetro diff ------------------------------------------------------------------------------
@@ -290,10 +298,10 @@ def test_diff_reports_added_removed_and_changed_events(runner: CliRunner, tmp_pa
     common = ["--now", SAMPLES_NOW, EVENTS]
     result = runner.invoke(app, ["diff", "-m", str(old), "-m", str(new), "--json", *common])
     assert result.exit_code == 1, result.output
-    d = orjson.loads(result.stdout)
+    d = summary_json(result.stdout)
     # 60 Seat Added events (61 messages, one duplicated) appear, 17 page views disappear,
     # the enterprise jobs change.
-    assert (d["added"], d["removed"], d["changed"], d["same"]) == (
+    assert (d["added"], d["removed"], d["changed"], d["unchanged"]) == (
         60,
         17,
         ENTERPRISE_JOBS,
@@ -305,10 +313,11 @@ def test_diff_reports_added_removed_and_changed_events(runner: CliRunner, tmp_pa
     text = runner.invoke(app, ["diff", "-m", str(old), "-m", str(new), *common])
     assert text.exit_code == 1
     lines = text.stderr.splitlines()
-    assert lines[0] == (
-        f"{old} -> {new}: 60 added, 17 removed, {ENTERPRISE_JOBS} changed, "
-        f"{SAMPLE_NEW - ENTERPRISE_JOBS} unchanged"
+    assert lines[-1] == (
+        f"added 60, removed 17, changed {ENTERPRISE_JOBS}, unchanged {SAMPLE_NEW - ENTERPRISE_JOBS}"
     )
+    old_line = next(line for line in lines if line.startswith(f"old {old}: read "))
+    assert all(f"{name} {d['old'][name]}" in old_line for name in ("read", "emitted", "mapped"))
     body = "\n".join(lines)
     assert '      + properties: {"seats":' in body
     assert '      + event_type: "seats"' in body
@@ -319,9 +328,9 @@ def test_diff_reports_added_removed_and_changed_events(runner: CliRunner, tmp_pa
 
     same = runner.invoke(app, ["diff", "-m", str(old), "-m", str(old), *common])
     assert same.exit_code == 0, same.output
-    assert same.stderr.splitlines() == [
-        f"{old} -> {old}: 0 added, 0 removed, 0 changed, {SAMPLE_NEW + 17} unchanged"
-    ]
+    assert same.stderr.splitlines()[-1] == (
+        f"added 0, removed 0, changed 0, unchanged {SAMPLE_NEW + 17}"
+    )
 
 
 def test_diff_needs_two_mappings(runner: CliRunner) -> None:

@@ -32,6 +32,7 @@ from tests.support import (
     SAMPLES_NOW_DT,
     TOKEN,
     HoldingProxy,
+    summary_json,
     wait_until,
 )
 
@@ -69,8 +70,8 @@ def test_undeliverable_events_are_sent_by_the_next_run(
         "--concurrency", "1", "--rejects", str(rejects), str(src),
     )  # fmt: skip
     assert first.exit_code == 3, first.output
-    summary = orjson.loads(first.stdout)
-    assert summary["rejected"]["undeliverable"] == 50
+    summary = summary_json(first.stdout)
+    assert summary["rejected_by_reason"]["undeliverable"] == 50
     assert summary["unsent"] > 0
     with StateDB.open(state, readonly=True) as db:
         (checkpoint,) = db.checkpoints()
@@ -124,7 +125,7 @@ def test_an_input_that_breaks_off_is_resumed_not_finished(
     monkeypatch.setattr(pipeline_resume, "read_object", real_read)
     second = replay(runner, server.url, state, str(src))
     assert second.exit_code == 0, second.output
-    assert orjson.loads(second.stdout)["read"] == 200
+    assert summary_json(second.stdout)["read"] == 200
     assert server.snapshot().events_accepted == 300
 
 
@@ -146,11 +147,11 @@ def test_daily_cron_with_a_relative_since_resumes(
         env={"METRONOME_BEARER_TOKEN": TOKEN},
     )  # fmt: skip
     assert later.exit_code == 0, later.output
-    summary = orjson.loads(later.stdout)
+    summary = summary_json(later.stdout)
     assert (summary["inputs_skipped"], summary["read"], summary["warnings"]) == (1, 0, [])
     wider = replay(runner, server.url, state, "--since", "30d", str(src))
     assert wider.exit_code == 0
-    assert "reach beyond the window of its checkpoint" in orjson.loads(wider.stdout)["warnings"][0]
+    assert "reach beyond the window of its checkpoint" in summary_json(wider.stdout)["warnings"][0]
     assert server.snapshot(include_events=False).events_received == 200
 
 
@@ -225,7 +226,7 @@ def test_ctrl_c_saves_state_prints_the_summary_and_exits_130(
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err.decode()
-    summary = orjson.loads(out)
+    summary = summary_json(out)
     assert summary["exit_code"] == 130
     accepted = server.snapshot(include_events=False).events_accepted
     assert 0 < summary["sent"] < accepted  # the held batches were accepted, never acknowledged
@@ -320,7 +321,7 @@ def test_a_full_disk_for_rejects_stops_the_run_and_keeps_the_ledger_true(
     assert result.exit_code == 2, result.output
     assert "error: cannot write rejects file /dev/full: No space left on device." in result.stderr
     assert "Traceback" not in result.output
-    summary = orjson.loads(result.stdout)
+    summary = summary_json(result.stdout)
     assert summary["emitted"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]
     with StateDB.open(state, readonly=True) as db:
         ledger = db.ledger_size()
@@ -399,9 +400,10 @@ def test_ctrl_c_during_a_long_read_that_sends_nothing(
     with proc.stdout, proc.stderr:
         out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 130, err.decode()
-    summary = orjson.loads(out)
+    summary = summary_json(out)
     assert 0 < summary["read"] < total
-    assert summary["read"] == summary["matched"] + summary["filtered"]
+    assert summary["read"] == summary["unparseable"] + summary["matched"] + summary["filtered"]
+    assert summary["error"]["kind"] == "interrupted"
     assert summary["sent"] == 0
     with StateDB.open(state, readonly=True) as db:
         (run,) = db.runs()
@@ -435,7 +437,7 @@ def test_dry_run_with_resend_changed_reads_everything(
             str(src),
         ],
     )
-    assert orjson.loads(plain.stdout)["inputs_skipped"] == 1
+    assert summary_json(plain.stdout)["inputs_skipped"] == 1
     resend = runner.invoke(
         app,
         [
@@ -443,8 +445,8 @@ def test_dry_run_with_resend_changed_reads_everything(
             SAMPLES_NOW, "--api-url", server.url, "--state", str(state), str(src),
         ],
     )  # fmt: skip
-    plan = orjson.loads(resend.stdout)
-    assert (plan["inputs_skipped"], plan["plan"]["unchanged"]) == (0, 50)
+    plan = summary_json(resend.stdout)
+    assert (plan["inputs_skipped"], plan["unchanged"]) == (0, 50)
 
 
 def test_an_input_without_any_event_is_checkpointed_once(
@@ -462,5 +464,5 @@ def test_an_input_without_any_event_is_checkpointed_once(
     assert first.exit_code == 1
     second = replay(runner, server.url, state, "--rejects", str(rejects), str(inputs))
     assert second.exit_code == 0, second.output
-    assert orjson.loads(second.stdout)["inputs_skipped"] == 2
+    assert summary_json(second.stdout)["inputs_skipped"] == 2
     assert len(rejects.read_bytes().splitlines()) == 2

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from tests.exports import messages, write_jsonl
-from tests.support import ROOT, SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.support import ROOT, SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, summary_json
 
 MAPPING = str(SAMPLES / "mapping.yaml")
 
@@ -73,7 +73,7 @@ def test_replay_with_faults_delivers_exactly_the_expected_events(
     assert by_id(state.events) == by_id(expected)
     assert state.events_accepted == len(expected)
     assert sum(state.faults.values()) >= 8
-    summary = orjson.loads(result.stdout)
+    summary = summary_json(result.stdout)
     assert summary["sent"] == len(expected)
     assert summary["emitted"] == len(expected)
     assert summary["emitted"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]

@@ -8,14 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from typer.testing import CliRunner
 
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from tests.exports import write_jsonl
-from tests.support import SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.support import SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, summary_json
 
 MAPPING = """\
 version: 1
@@ -85,7 +84,7 @@ def test_rate_limited_replay_delivers_everything_once_and_exits_0(
     server = fake_metronome(latency_ms=5, **limits)
     result = replay(runner, mapping, src, server.url, "--max-retries", "0")
     assert result.exit_code == 0, result.output
-    summary = orjson.loads(result.stdout)
+    summary = summary_json(result.stdout)
     assert summary["sent"] == n
     assert summary["rate_limited"] > 0  # the limit was hit, and it was not a failure
     assert summary["dead_lettered"] == 0
@@ -100,9 +99,10 @@ def test_a_stall_ends_in_exit_3_with_state_saved_and_a_rerun_finishes(
     state = tmp_path / "state.db"
     first = replay(runner, mapping, src, server.url, "--max-stall", "1", "--state", str(state))
     assert first.exit_code == 3, first.output
-    summary = orjson.loads(first.stdout)
-    assert "--max-stall" in summary["error"]
-    assert "HTTP 429" in summary["error"]
+    summary = summary_json(first.stdout)
+    assert summary["error"]["kind"] == "delivery"
+    assert "--max-stall" in summary["error"]["message"]
+    assert "HTTP 429" in summary["error"]["message"]
     assert summary["sent"] == 0
     assert state.exists()
     server.configure(fail_status=None)
@@ -119,7 +119,7 @@ def test_unreachable_api_names_the_cause(runner: CliRunner, tmp_path: Path) -> N
     result = replay(runner, mapping, src, f"http://127.0.0.1:{port}", "--state",
                     str(tmp_path / "s.db"))  # fmt: skip
     assert result.exit_code == 3, result.output
-    error = orjson.loads(result.stdout)["error"]
+    error = summary_json(result.stdout)["error"]["message"]
     assert "unreachable" in error
     assert "Connection refused" in error
     assert "--api-url" in error
@@ -145,6 +145,6 @@ def test_a_404_from_the_ingest_path_explains_the_base_url(
         runner, mapping, src, server.url + "/metronome", "--state", str(tmp_path / "s.db")
     )
     assert result.exit_code == 3, result.output
-    error = orjson.loads(result.stdout)["error"]
+    error = summary_json(result.stdout)["error"]["message"]
     assert "HTTP 404" in error
     assert "base URL without /v1" in error

@@ -36,6 +36,7 @@ from tests.support import (
     SAMPLES_NOW_DT,
     TOKEN,
     HoldingProxy,
+    summary_json,
     wait_until,
 )
 
@@ -191,7 +192,7 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     final = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, timeout=120)
     assert final.returncode == 0, final.stderr.decode()
     assert b"took over the lock" in final.stderr
-    summary = orjson.loads(final.stdout)
+    summary = summary_json(final.stdout)
     end = server.snapshot()
 
     # Exactly the expected events, each once in effect.
@@ -234,14 +235,14 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     requests = end.requests
     again = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
-    noop = orjson.loads(again.stdout)
+    noop = summary_json(again.stdout)
     assert (noop["read"], noop["sent"], noop["inputs_skipped"]) == (0, 0, FILES)
     assert server.snapshot(include_events=False).requests == requests
 
     # status shows every run (killed ones never ended) and the finished checkpoints.
     status = runner.invoke(app, ["status", "--state", str(state), "--json"])
     assert status.exit_code == 0, status.output
-    shown = orjson.loads(status.stdout)
+    shown = summary_json(status.stdout)
     assert shown["ledger"] == len(expected)
     assert shown["lock"] is None
     exits = sorted((r["exit_code"] for r in shown["runs"]), key=lambda c: -1 if c is None else c)
@@ -249,10 +250,10 @@ def test_sigkill_at_several_points_then_rerun_delivers_each_event_once(
     assert {c["source"]: c["done"] for c in shown["checkpoints"]} == dict.fromkeys(inputs, True)
     text = runner.invoke(app, ["status", "--state", str(state)])
     assert text.exit_code == 0
-    assert f"{len(expected)} delivered events in the ledger" in text.stderr
+    assert f"ledger {len(expected)}" in text.stderr.splitlines()
     assert "lock: free" in text.stderr
-    assert text.stderr.count(" replay unfinished ") == 3
-    assert text.stderr.count(" replay exit=0 ") == 2
+    assert text.stderr.count(" replay unfinished: ") == 3
+    assert text.stderr.count(" replay exit_code 0: ") == 2
     for name in inputs:
         assert f"  {name}: done" in text.stderr
 
@@ -285,6 +286,8 @@ def test_second_run_while_the_lock_is_held_exits_3(
             result.stderr
         )
         assert "another segmetro run is using it" in result.stderr
+        locked = summary_json(result.stdout)  # --json: the error object, not nothing
+        assert (locked["error"]["kind"], locked["exit_code"]) == ("locked", 3)
         assert server.snapshot(include_events=False).requests == 0
         # The refused run neither took nor released the holder's lock, and left no run row.
         lock = holder.lock_holder()
@@ -294,7 +297,7 @@ def test_second_run_while_the_lock_is_held_exits_3(
         holder.release_lock("cron-run-1")
     result = replay(runner, server, state, str(SAMPLES / "events"))
     assert result.exit_code == 1, result.output  # the samples hold rejects
-    assert orjson.loads(result.stdout)["sent"] == 115  # every billable sample event
+    assert summary_json(result.stdout)["sent"] == 115  # every billable sample event
     assert server.snapshot(include_events=False).events_accepted == 115
 
 
@@ -308,7 +311,7 @@ def test_changed_input_file_is_read_again_and_only_new_events_are_sent(
     state = tmp_path / "state.db"
     done = replay(runner, server, state, str(first), str(other))
     assert done.exit_code == 0, done.output
-    before = orjson.loads(done.stdout)
+    before = summary_json(done.stdout)
     in_first = len(mapped(runner, str(first)))
 
     extra = list(messages(40, start=start, prefix="a-more", seed=99))
@@ -324,7 +327,7 @@ def test_changed_input_file_is_read_again_and_only_new_events_are_sent(
     assert again.exit_code == 0, again.output
     assert f"warning: {first} changed since its checkpoint" in again.stderr
     assert "reading it again from the start" in again.stderr
-    summary = orjson.loads(again.stdout)
+    summary = summary_json(again.stdout)
     assert summary["inputs_skipped"] == 1  # b.jsonl is unchanged and done
     assert summary["read"] == 340
     assert summary["unchanged"] == in_first
@@ -338,7 +341,7 @@ def test_changed_input_file_is_read_again_and_only_new_events_are_sent(
     third = replay(runner, server, state, str(first), str(other))
     assert third.exit_code == 0, third.output
     assert "changed since its checkpoint" not in third.stderr
-    assert (orjson.loads(third.stdout)["inputs_skipped"], orjson.loads(third.stdout)["read"]) == (
+    assert (summary_json(third.stdout)["inputs_skipped"], summary_json(third.stdout)["read"]) == (
         2,
         0,
     )
@@ -405,7 +408,7 @@ def test_state_file_from_schema_v1_works_with_status_dry_run_and_replay(
 
     status = runner.invoke(app, ["status", "--state", str(state), "--json"])
     assert status.exit_code == 0, status.output
-    shown = orjson.loads(status.stdout)
+    shown = summary_json(status.stdout)
     assert shown["ledger"] == 2
     assert [(r["id"], r["exit_code"]) for r in shown["runs"]] == [("r1", 0)]
     assert [(c["source"], c["line"], c["done"]) for c in shown["checkpoints"]] == [
@@ -418,10 +421,10 @@ def test_state_file_from_schema_v1_works_with_status_dry_run_and_replay(
          str(state), str(src)],
     )  # fmt: skip
     assert plan.exit_code == 1, plan.output  # one changed event
-    shown = orjson.loads(plan.stdout)
-    assert shown["plan"]["new"] == len(expected) - 2
-    assert shown["plan"]["unchanged"] == 1
-    assert shown["plan"]["changed"] == 1
+    shown = summary_json(plan.stdout)
+    assert shown["new"] == len(expected) - 2
+    assert shown["unchanged"] == 1
+    assert shown["changed"] == 1
     (diff,) = shown["changed_sample"]
     assert diff["transaction_id"] == changed["transaction_id"]
     assert diff["changes"] == [
@@ -442,8 +445,8 @@ def test_state_file_from_schema_v1_works_with_status_dry_run_and_replay(
     result = replay(runner, server, state, str(src), "--rejects", str(tmp_path / "rej.jsonl"))
     assert result.exit_code == 1, result.output  # the changed event is a reject
     assert "this token now claims them" in result.stderr
-    summary = orjson.loads(result.stdout)
-    assert (summary["sent"], summary["unchanged"], summary["rejected"]) == (
+    summary = summary_json(result.stdout)
+    assert (summary["sent"], summary["unchanged"], summary["rejected_by_reason"]) == (
         len(expected) - 2,
         1,
         {"changed": 1},

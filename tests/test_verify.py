@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from segmetro.cli import app
 from segmetro.fake_metronome import FakeMetronome
 from tests.exports import messages, write_jsonl
-from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
+from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN, summary_json
 
 MAPPING = str(SAMPLES / "mapping.yaml")
 
@@ -63,31 +63,34 @@ def test_verify_finds_every_delivered_event_then_reports_missing_ones(
 
     ok = verify(runner, server, state, "--sample", "1000", "--json")
     assert ok.exit_code == 0, ok.output
-    report = orjson.loads(ok.stdout)
+    report = summary_json(ok.stdout)
     assert report["sampled"] == report["found"] == len(expected)
-    for key in ("missing", "duplicates", "no_customer", "no_billable_metric", "different"):
-        assert report[key] == [], key
+    for key in ("missing", "duplicated", "no_customer", "no_billable_metric", "different"):
+        assert (report[key], report["transaction_ids"][key]) == (0, []), key
     assert server.snapshot(include_events=False).search_requests == -(-len(expected) // 25)
 
     text = verify(runner, server, state, "--sample", "10")
     assert text.exit_code == 0
-    assert text.stderr.splitlines() == [
-        "verified 10 delivered events: 10 found, 0 missing, 0 duplicated, "
-        "0 matched no customer, 0 matched no billable metric, 0 differ from what was sent"
-    ]
+    assert text.stderr.splitlines()[0] == (
+        "sampled 10, found 10, missing 0, duplicated 0, no_customer 0, no_billable_metric 0, "
+        "different 0"
+    )
 
     # Metronome lost everything (here: the fake forgot it): every sampled event is missing.
     server.reset()
     lost = verify(runner, server, state, "--sample", "1000", "--json")
     assert lost.exit_code == 1
-    report = orjson.loads(lost.stdout)
+    report = summary_json(lost.stdout)
     assert report["found"] == 0
-    assert sorted(report["missing"]) == sorted(e["transaction_id"] for e in expected)
+    assert sorted(report["transaction_ids"]["missing"]) == sorted(
+        e["transaction_id"] for e in expected
+    )
+    assert report["missing"] == len(expected)
     text = verify(runner, server, state, "--sample", "5")
     assert text.exit_code == 1
-    assert "5 found" not in text.stderr
-    assert "0 found, 5 missing" in text.stderr
-    assert text.stderr.splitlines()[1].startswith("  missing: ")
+    assert "found 5" not in text.stderr
+    assert "sampled 5, found 0, missing 5," in text.stderr
+    assert text.stderr.splitlines()[0].startswith("  missing: ")
 
 
 def test_verify_reports_unknown_customers_non_billable_and_different_events(
@@ -113,17 +116,18 @@ def test_verify_reports_unknown_customers_non_billable_and_different_events(
 
     result = verify(runner, server, state, "--sample", "1000", "--json")
     assert result.exit_code == 1, result.output  # nothing missing, but some would bill nothing
-    report = orjson.loads(result.stdout)
-    assert sorted(report["no_customer"]) == sorted(
+    report = summary_json(result.stdout)
+    ids = report["transaction_ids"]
+    assert sorted(ids["no_customer"]) == sorted(
         e["transaction_id"] for e in expected if e["customer_id"] not in known
     )
-    assert sorted(report["no_billable_metric"]) == sorted(
+    assert sorted(ids["no_billable_metric"]) == sorted(
         e["transaction_id"] for e in expected if e["event_type"] != "API Call"
     )
-    assert report["different"] == [expected[0]["transaction_id"]]
-    assert report["missing"] == []
-    assert 0 < len(report["no_customer"]) < len(expected)
-    assert 0 < len(report["no_billable_metric"]) < len(expected)
+    assert ids["different"] == [expected[0]["transaction_id"]]
+    assert (ids["missing"], report["missing"]) == ([], 0)
+    assert 0 < report["no_customer"] == len(ids["no_customer"]) < len(expected)
+    assert 0 < report["no_billable_metric"] == len(ids["no_billable_metric"]) < len(expected)
 
 
 def test_verify_only_samples_the_last_34_days(
@@ -141,7 +145,7 @@ def test_verify_only_samples_the_last_34_days(
         env={"METRONOME_BEARER_TOKEN": TOKEN},
     )
     assert result.exit_code == 1, result.output  # nothing checked is no comfort
-    report = orjson.loads(result.stdout)
+    report = summary_json(result.stdout)
     assert report["sampled"] == 0
     assert "nothing could be checked" in report["nothing_checked"]
     assert "last 34 days" in report["nothing_checked"]
@@ -152,7 +156,8 @@ def test_verify_only_samples_the_last_34_days(
         env={"METRONOME_BEARER_TOKEN": TOKEN},
     )
     assert text.exit_code == 1
-    assert text.stderr.startswith("verified nothing: the ledger of this destination holds no")
+    assert "warning: verified nothing: the ledger of this destination holds no" in text.stderr
+    assert "sampled 0, found 0," in text.stderr
 
 
 def test_verify_needs_a_token_and_an_existing_state(

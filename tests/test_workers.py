@@ -82,7 +82,7 @@ def test_two_workers_equal_one(tmp_path: Path) -> None:
     # files are merged in input order, so even the order is the same
     assert out2 == out1
     assert rejects2 == rejects1
-    assert summary2.replace(b"rejects-2", b"rejects-1") == summary1
+    assert summary2.replace(b"rejects-2", b"rejects-1").replace(b"out-2", b"out-1") == summary1
     reasons = Counter(orjson.loads(line)["reason"] for line in rejects1.splitlines())
     assert reasons["conflict"] > 5  # the billable ones of the 20 changed re-deliveries
     assert reasons["invalid_json"] == 4
@@ -115,7 +115,8 @@ def test_run_map_with_workers_in_process_api(tmp_path: Path) -> None:
         results.append((out.getvalue(), report.counts, [r.to_json() for r in report.rejects]))
     assert results[0] == results[1]
     assert isinstance(results[0][1], Counts)
-    assert results[0][1].read == 4 * 300 + 40 + 20 + 15
+    assert results[0][1].read - results[0][1].unparseable == 4 * 300 + 40 + 20 + 15
+    assert results[0][1].unparseable == 8
 
 
 def test_parallel_only_for_several_rereadable_inputs(tmp_path: Path) -> None:
@@ -157,3 +158,37 @@ def test_the_default_workers_follow_the_inputs(
 
     monkeypatch.setattr(workers, "default_workers", lambda: cpus)
     assert workers.choose_workers(objects) == expected
+
+
+@pytest.mark.slow
+def test_workers_report_progress_inside_each_file(tmp_path: Path) -> None:
+    """Workers tell the parent how far they got every CHUNK_RECORDS messages, also through a
+    file whose every message is filtered (no event to hand over): the parent's read count
+    moves inside files, not once per finished file."""
+    from segmetro.pipeline.workers import CHUNK_RECORDS, run_parallel
+
+    per_file = 3 * CHUNK_RECORDS + 7
+    paths = []
+    for i in range(2):
+        batch = list(messages(per_file, start=START, seed=i, prefix=f"p{i}"))
+        path = tmp_path / f"quiet-{i}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(dict(m, type="identify")) + b"\n" for m in batch))
+        paths.append(path)
+    mappings = load_mapping(SAMPLES / "mapping.yaml")  # tracks only: every message filtered
+    counts = Counts()
+    seen: list[int] = []
+    items = list(
+        run_parallel(
+            mappings,
+            open_inputs([str(p) for p in paths]).objects,
+            window=Window.from_options(since=None, until=None, now=SAMPLES_NOW),
+            workers=2,
+            counts=counts,
+            on_bytes=lambda _n: seen.append(counts.read),
+        )
+    )
+    assert items == []
+    assert (counts.read, counts.filtered) == (2 * per_file, 2 * per_file)
+    inside = [n for n in seen if n % per_file]
+    assert len(inside) >= 2, seen  # reports between the ends of files
+    assert seen == sorted(seen)

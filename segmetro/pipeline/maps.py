@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from segmetro.dedup import RunDeduper
 from segmetro.mapping import FieldStats, MappingSet
-from segmetro.models import Counts, Reject
+from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.pipeline.rejects import WRITE_BATCH, RejectSink
-from segmetro.pipeline.select import deduplicate, select
+from segmetro.pipeline.select import deduplicate, select, selected
 from segmetro.sources import InputSet, iter_records
+from segmetro.summary import MOSTLY_EMPTY_SHARE, Summary, high_reject_warnings
 from segmetro.window import Window
 
 
@@ -25,6 +27,9 @@ class MapReport:
     rejects_path: Path | None = None
     inputs: int = 0
 
+    def fill(self, summary: Summary, names: Sequence[str]) -> None:
+        summary.selection(self.counts, names)
+
 
 def run_map(
     mappings: MappingSet,
@@ -35,16 +40,18 @@ def run_map(
     rejects_path: Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
+    counts: Counts | None = None,
 ) -> MapReport:
     """Write the exact Metronome events for `inputs` as JSON lines to `out`.
 
     With ``workers > 1`` and several re-readable inputs, inputs are read and mapped in that many
     worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
-    input order, so output and rejects are the same as with one process.
+    input order, so output and rejects are the same as with one process. `counts` (new by
+    default) is kept current as the run goes, for progress displays.
     """
     from segmetro.pipeline import workers as parallel
 
-    counts = Counts()
+    counts = counts if counts is not None else Counts()
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
         if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
             stream = parallel.run_parallel(
@@ -67,7 +74,6 @@ def run_map(
                 sink.add(item)
                 continue
             assert item.line is not None
-            counts.emitted += 1
             pending.append(item.line)
             if len(pending) >= WRITE_BATCH:
                 out.write(b"".join(pending))
@@ -88,19 +94,70 @@ class SampleReport:
     counts: Counts
     stats: FieldStats
     rejects: list[Reject]
+    #: (mapping, mapping) -> messages on which both made an event with the same transaction_id
+    collisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: one message where each pair collided, as ``path:line``
+    collision_examples: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def fill(self, summary: Summary, names: Sequence[str]) -> None:
+        """The sample's summary, with a warning for each thing that will likely cost money:
+        a mapping that matches nothing or rejects much, a field empty in most events, two
+        mappings whose events of one message share a transaction_id."""
+        summary.selection(self.counts, names)
+        summary.warnings.extend(high_reject_warnings(self.counts, names))
+        fields = []
+        for row in self.stats.rows():
+            if not row.matched:
+                continue
+            fields.append(
+                {"mapping": row.mapping, "field": row.field, "empty": row.missing,
+                 "matched": row.matched}
+            )  # fmt: skip
+            if row.missing / row.matched > MOSTLY_EMPTY_SHARE:
+                summary.warnings.append(
+                    f"mapping {row.mapping!r}: {row.field} is empty in "
+                    f"{100 * row.missing / row.matched:.0f}% of its events "
+                    f"({row.missing} of {row.matched})"
+                )
+        for (first, second), n in self.collisions.items():
+            summary.warnings.append(
+                f"mappings {first!r} and {second!r} both fire on {n} message(s) and give their "
+                f"events the same transaction_id (e.g. {self.collision_examples[first, second]}): "
+                "Metronome keeps only the first; make the transaction_ids differ"
+            )
+        summary.details["fields"] = fields
 
 
 def run_sample(mappings: MappingSet, inputs: InputSet, *, window: Window) -> SampleReport:
-    """Run a mapping over a sample without writing anything, collecting per-field statistics."""
+    """Run a mapping over a sample without writing anything, collecting per-field statistics
+    and the pairs of mappings that give one message's events the same transaction_id."""
     counts = Counts()
     stats = FieldStats()
+    report = SampleReport(counts=counts, stats=stats, rejects=[])
     with RejectSink(None) as sink, RunDeduper() as deduper:
-        stream = iter_records(inputs)
-        for item in select(
-            stream, mappings, window=window, counts=counts, deduper=deduper, stats=stats
-        ):
+        stream = selected(iter_records(inputs), mappings, window=window, counts=counts, stats=stats)
+        for item in deduplicate(_collisions(stream, report), deduper, counts):
             if isinstance(item, Reject):
                 sink.add(item)
-            else:
-                counts.emitted += 1
-    return SampleReport(counts=counts, stats=stats, rejects=sink.shown)
+    report.rejects = sink.shown
+    return report
+
+
+def _collisions(
+    stream: Iterable[Mapped | Reject], report: SampleReport
+) -> Iterator[Mapped | Reject]:
+    """Note two mappings that made events of one message with one transaction_id (Metronome
+    would keep only the first); the events of one message come one after another."""
+    seen: dict[str, str] = {}
+    current: Record | None = None
+    for item in stream:
+        if isinstance(item, Mapped):
+            if item.record is not current:
+                current, seen = item.record, {}
+            tid = str(item.payload["transaction_id"])
+            first = seen.setdefault(tid, item.mapping)
+            if first != item.mapping:
+                pair = (first, item.mapping)
+                report.collisions[pair] += 1
+                report.collision_examples.setdefault(pair, item.record.coords)
+        yield item

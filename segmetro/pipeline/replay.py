@@ -31,6 +31,7 @@ from segmetro.state import (
     StateStore,
     new_run_id,
 )
+from segmetro.summary import Summary, delivery_extra, error_kind, selection_counts
 from segmetro.window import Window
 
 
@@ -44,44 +45,63 @@ class ReplayReport:
     rejects_path: Path | None = None
     fatal: str | None = None
     fatal_code: int = 0
+    fatal_kind: str = "error"
     warnings: list[str] = field(default_factory=list)
     inputs_total: int = 0
     inputs_skipped: int = 0
     run_id: str | None = None
-    #: events mapped but never handed to the sender because the run stopped first
-    not_handed: int = 0
+
+    def delivery_counts(self) -> dict[str, int | float]:
+        """Where the emitted events went, and how the sending went (``segmetro.summary``)."""
+        d = self.delivery
+        out: dict[str, int | float] = dict(
+            delivery_extra(self.counts, sent=d.sent, dead_lettered=d.failed)
+        )
+        out.update(
+            batches=d.batches,
+            requests=d.requests,
+            retries=d.retries,
+            rate_limited=d.rate_limited,
+            elapsed_s=round(d.elapsed, 3),
+            events_per_s=round(d.sent / d.elapsed, 1) if d.elapsed > 0 else 0.0,
+            inputs_total=self.inputs_total,
+            inputs_skipped=self.inputs_skipped,
+        )
+        return out
 
     @property
     def unsent(self) -> int:
-        """Events handed to the sender but neither delivered nor dead-lettered."""
-        d = self.delivery
-        return self.counts.emitted - d.sent - d.failed
+        """Emitted events the run neither delivered, dead-lettered nor found sent before."""
+        return int(self.delivery_counts()["unsent"])
 
     @property
     def exit_code(self) -> int:
         if self.fatal is not None:
             return self.fatal_code
-        return 1 if self.counts.rejected_total or self.unsent or self.not_handed else 0
+        return 1 if self.counts.rejected_total or self.unsent else 0
+
+    def fill(self, summary: Summary, names: Sequence[str]) -> None:
+        """The run's summary: the selection, where the emitted events went, the error."""
+        summary.selection(self.counts, names)
+        summary.extra.update(self.delivery_counts())
+        summary.run_id = self.run_id
+        summary.rejects = None if self.rejects_path is None else str(self.rejects_path)
+        summary.warnings.extend(self.warnings)
+        if self.fatal is not None:
+            summary.error = {
+                "kind": self.fatal_kind,
+                "message": self.fatal,
+                "exit_code": self.fatal_code,
+            }
 
     def to_json(self) -> dict[str, Any]:
-        d = self.delivery
-        out = self.counts.to_json()
+        """The counts recorded with the run in the state file (``status`` shows them)."""
+        out: dict[str, Any] = selection_counts(self.counts)
+        out.update(self.delivery_counts())
         out.update(
-            sent=d.sent,
-            dead_lettered=d.failed,
-            unsent=self.unsent,
-            not_handed=self.not_handed,
-            retries=d.retries,
-            rate_limited=d.rate_limited,
-            batches=d.batches,
-            requests=d.requests,
-            elapsed_s=round(d.elapsed, 3),
-            events_per_s=round(d.sent / d.elapsed, 1) if d.elapsed > 0 else 0.0,
-            inputs=self.inputs_total,
-            inputs_skipped=self.inputs_skipped,
+            rejected_by_reason=dict(sorted(self.counts.rejected.items())),
             run_id=self.run_id,
-            rejects_path=None if self.rejects_path is None else str(self.rejects_path),
-            warnings=self.warnings,
+            rejects=None if self.rejects_path is None else str(self.rejects_path),
             exit_code=self.exit_code,
             error=self.fatal,
         )
@@ -259,7 +279,8 @@ async def run_replay(
         def classified(pending: deque[Mapped]) -> Iterator[Outbound]:
             for mapped, category, previous in against_ledger(pending, state):
                 if category == "new" or (category == "changed" and resend_changed):
-                    counts.emitted += 1
+                    if category == "changed":
+                        counts.resent_changed += 1
                     yield Outbound(payload=mapped.payload, ref=mapped)
                     continue
                 if category == "unchanged":
@@ -285,7 +306,6 @@ async def run_replay(
                 if isinstance(item, Reject):
                     sink.add(item)
                 elif state is None:
-                    counts.emitted += 1
                     yield Outbound(payload=item.payload, ref=item)
                 else:
                     outcome.register_event(item)
@@ -304,21 +324,25 @@ async def run_replay(
         except SegmetroError as exc:
             report.fatal = str(exc)
             report.fatal_code = exc.exit_code
+            report.fatal_kind = error_kind(exc)
         except asyncio.CancelledError:
             report.fatal = "interrupted; state is saved: re-run the same command to resume"
             report.fatal_code = 130
+            report.fatal_kind = "interrupted"
         finally:
             if ticker is not None:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+                assert on_tick is not None
+                on_tick(counts, stats)  # the last figures, not those of the last tick
             try:
                 sink.flush()
                 outcome.save(())
             except SegmetroError as exc:
                 if report.fatal is None:
                     report.fatal, report.fatal_code = str(exc), exc.exit_code
-            report.not_handed = len(pending)
+                    report.fatal_kind = error_kind(exc)
             if sink.failed or not sink.opened:
                 report.rejects_path = None
         report.rejects = sink.shown
@@ -385,6 +409,7 @@ def replay_with_state(
     on_warning: Callable[[str], None] = lambda _text: None,
     on_bytes: Callable[[int], None] | None = None,
     on_tick: Callable[[Counts, DeliveryStats], None] | None = None,
+    run_id: str | None = None,
 ) -> ReplayReport:
     """A whole replay run with its state file: the lock, the destination, the run record.
 
@@ -395,7 +420,7 @@ def replay_with_state(
     the run writes its rejects to a file of its own beside the state, created at the first.
     """
     with StateDB.open(state_path) as db:
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         stale = db.acquire_lock(run_id)
         if stale is not None:
             on_warning(f"took over the lock left by {stale.describe()}, which is gone")

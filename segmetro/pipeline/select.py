@@ -44,7 +44,7 @@ def select(
         encode=encode,
     )  # fmt: skip
     if deduper is None:
-        return selected_
+        return _emitted(selected_, counts)
     return deduplicate(selected_, deduper, counts)
 
 
@@ -63,13 +63,14 @@ def selected(
     selects = window.selects
     ingest_problem = window.ingest_problem
     lowest, until, newest = window.clear()
-    rejected = counts.rejected
+    reject = counts.reject
+    fired = counts.mapping_matched
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
     for item in stream:
         if type(item) is not Record:
             assert isinstance(item, Reject)
-            rejected[item.reason] += 1
+            counts.unreadable(item.reason)
             yield item
             continue
         counts.read += 1
@@ -81,9 +82,10 @@ def selected(
             continue
         counts.matched += 1
         for result in results:
+            fired[result.mapping] += 1  # type: ignore[index]
             if type(result) is not Mapped:
                 assert isinstance(result, Reject)
-                rejected[result.reason] += 1
+                reject(result.reason, result.mapping)
                 yield result
                 continue
             timestamp = result.payload["timestamp"]
@@ -93,7 +95,7 @@ def selected(
                     continue
                 problem = ingest_problem(timestamp)
                 if problem is not None:
-                    rejected[problem[0]] += 1
+                    reject(problem[0], result.mapping)
                     yield Reject(
                         reason=problem[0],
                         detail=problem[1],
@@ -111,10 +113,11 @@ def selected(
 def deduplicate(
     stream: Iterable[Mapped | Reject], deduper: RunDeduper, counts: Counts
 ) -> Iterator[Mapped | Reject]:
-    """The in-run duplicate check: identical repeats are counted, different ones rejected."""
+    """The in-run duplicate check: identical repeats are counted, different ones rejected, and
+    the rest counted as emitted."""
     check = deduper.check
     check_encoded = deduper.check_encoded
-    rejected = counts.rejected
+    emitted = counts.mapping_emitted
     for item in stream:
         if isinstance(item, Reject):
             yield item
@@ -123,9 +126,21 @@ def deduplicate(
         line = item.line
         verdict = check(tid, item.payload) if line is None else check_encoded(tid, line)
         if verdict is NEW:
+            counts.emitted += 1
+            emitted[item.mapping] += 1
             yield item
         elif verdict.status == "duplicate":
             counts.duplicates += 1
         else:
-            rejected[Reason.CONFLICT] += 1
+            counts.reject(Reason.CONFLICT, item.mapping)
             yield conflict_reject(item, verdict.first_payload)
+
+
+def _emitted(stream: Iterable[Mapped | Reject], counts: Counts) -> Iterator[Mapped | Reject]:
+    """Count the events of a selection without a duplicate check as emitted."""
+    emitted = counts.mapping_emitted
+    for item in stream:
+        if isinstance(item, Mapped):
+            counts.emitted += 1
+            emitted[item.mapping] += 1
+        yield item

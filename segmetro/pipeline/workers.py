@@ -17,6 +17,7 @@ import pickle
 import queue as queue_module
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +29,11 @@ from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.window import Window
 
-#: events per chunk a worker hands to the parent
+#: events per chunk a worker hands to the parent; also how many messages it reads, at most,
+#: before it tells the parent how far it got (progress inside a file, even a filtered one)
 CHUNK_RECORDS = 2000
+#: a worker also tells the parent how far it got at least this often (seconds)
+PROGRESS_SECONDS = 0.5
 
 
 def default_workers() -> int:
@@ -101,7 +105,9 @@ def _worker_init(setup: _WorkerSetup, messages: Any) -> None:
 
 def _worker_task(number: int, obj: Any) -> None:
     """Map one input object, appending pickled chunks to its spill file; announce each chunk
-    (and the compressed bytes read) on the message queue, and the end with the counts."""
+    on the message queue with the compressed bytes and the messages read since the last
+    (every `CHUNK_RECORDS` messages or `PROGRESS_SECONDS` at least), and the end with the
+    counts (whose ``read`` then holds only the unparseable lines: the rest went as progress)."""
     from segmetro.pipeline.select import selected
     from segmetro.sources import read_object
 
@@ -112,6 +118,8 @@ def _worker_task(number: int, obj: Any) -> None:
         path = os.path.join(_worker_state["spill_dir"], f"{number:06d}.chunks")
         counts = Counts()
         consumed = [0]
+        records = [0]
+        last = [time.monotonic()]
 
         def on_bytes(n: int) -> None:
             consumed[0] += n
@@ -124,11 +132,22 @@ def _worker_task(number: int, obj: Any) -> None:
                 pickle.dump(chunk, spill, protocol=pickle.HIGHEST_PROTOCOL)
                 spill.flush()
                 chunk.clear()
-                messages.put((number, spill.tell(), consumed[0], None))
-                consumed[0] = 0
+                messages.put((number, spill.tell(), consumed[0], records[0], None))
+                consumed[0] = records[0] = 0
+                last[0] = time.monotonic()
 
-            records = read_object(obj, on_bytes=on_bytes)
-            for item in selected(records, mappings, window=window, counts=counts, encode=True):
+            def on_record(_record: Record) -> None:
+                records[0] += 1
+                n = records[0]
+                if n >= CHUNK_RECORDS or (
+                    n % 256 == 0 and time.monotonic() - last[0] >= PROGRESS_SECONDS
+                ):
+                    hand_over()
+
+            stream = read_object(obj, on_bytes=on_bytes)
+            for item in selected(
+                stream, mappings, window=window, counts=counts, encode=True, on_record=on_record
+            ):
                 if isinstance(item, Reject):
                     chunk.append((item,))
                 else:
@@ -138,14 +157,15 @@ def _worker_task(number: int, obj: Any) -> None:
                     hand_over()
             if chunk:
                 hand_over()
-            messages.put((number, spill.tell(), consumed[0], counts))
+            counts.read = counts.unparseable
+            messages.put((number, spill.tell(), consumed[0], records[0], counts))
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
         try:
             pickle.dumps(exc)
             failure: BaseException = exc
         except Exception:  # noqa: BLE001 - an exception that cannot be pickled
             failure = RuntimeError(f"{type(exc).__name__}: {exc}")
-        messages.put((number, -1, 0, failure))
+        messages.put((number, -1, 0, 0, failure))
 
 
 def can_run_parallel(mappings: MappingSet, objects: Sequence[Any]) -> bool:
@@ -168,7 +188,8 @@ def run_parallel(
 ) -> Iterator[Mapped | Reject]:
     """Select the events of `objects` in `workers` processes; yield them in input order.
 
-    Each object's counts are added to `counts` once the object is finished.
+    ``counts.read`` grows as the workers report how far they got (so does ``on_bytes``, called
+    with each report); the rest of each object's counts is added once the object is finished.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -199,7 +220,7 @@ def run_parallel(
             def wait_message() -> None:
                 while True:
                     try:
-                        number, size, consumed, extra = messages.get(timeout=1.0)
+                        number, size, consumed, read, extra = messages.get(timeout=1.0)
                     except queue_module.Empty:
                         for future in futures:
                             failure = future.exception() if future.done() else None
@@ -209,7 +230,8 @@ def run_parallel(
                     break
                 if size < 0:
                     raise extra
-                if on_bytes is not None and consumed:
+                counts.read += read
+                if on_bytes is not None:
                     on_bytes(consumed)
                 announced[number] = size
                 if extra is not None:
@@ -236,7 +258,9 @@ def run_parallel(
                         spill.close()
                     with contextlib.suppress(OSError):
                         os.unlink(path)
-                _add_counts(counts, finished[number])
+                part = finished[number]
+                if part is not None:
+                    counts.add(part)
     finally:
         messages.close()
         shutil.rmtree(spill_dir, ignore_errors=True)
@@ -250,13 +274,3 @@ def _unpack(chunk: list[tuple[Any, ...]], source: str) -> Iterator[Mapped | Reje
             continue
         line, mapping, lineno, event_bytes = entry
         yield Mapped(mapping, loads(line), Record(loads(event_bytes), source, lineno), line)
-
-
-def _add_counts(total: Counts, part: Counts | None) -> None:
-    if part is None:
-        return
-    total.read += part.read
-    total.matched += part.matched
-    total.filtered += part.filtered
-    total.outside_window += part.outside_window
-    total.rejected.update(part.rejected)
