@@ -65,6 +65,16 @@ SourceIdOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Take shard K of N (K/N, from 0) of the input objects, split by a hash of each "
+        "object's name; auto/N reads K from $SEGMETRO_SHARD_INDEX, $JOB_COMPLETION_INDEX "
+        "(Kubernetes Indexed Job) or $AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job).",
+        show_default=False,
+    ),
+]
 
 
 def reports_errors(command: F) -> F:
@@ -192,6 +202,7 @@ def map_command(
     endpoint_url: EndpointOpt = None,
     source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
+    shard: ShardOpt = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -214,8 +225,9 @@ def map_command(
     from segmetro.pipeline.workers import choose_workers
 
     mappings, window, inputs_set = _job(
-        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
-    )
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
+        shard=shard,
+    )  # fmt: skip
     check_rejects_path(rejects, inputs_set, overwrite=False)
     with (
         _open_output(out) as sink,
@@ -250,11 +262,12 @@ def _job(
     *,
     endpoint_url: str | None,
     source_id: list[str] | None,
+    shard: str | None = None,
 ) -> tuple[Any, Any, Any]:
     """What map and replay share: the mapping, the window, and the inputs it selects."""
     from segmetro import output
     from segmetro.mapping import load_mapping
-    from segmetro.sources import open_inputs
+    from segmetro.sources import open_inputs, parse_shard
     from segmetro.window import Window
 
     mappings = load_mapping(mapping)
@@ -265,8 +278,11 @@ def _job(
         since=window.since,
         until=window.until,
         source_ids=source_id or (),
+        shard=parse_shard(shard) if shard is not None else None,
     )
     output.skipped_inputs(inputs_set)
+    if (note := inputs_set.shard_note()) is not None:
+        output.info(note)
     return mappings, window, inputs_set
 
 
@@ -405,6 +421,7 @@ def replay(
     ] = False,
     endpoint_url: EndpointOpt = None,
     source_id: SourceIdOpt = None,
+    shard: ShardOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
 ) -> None:
@@ -440,8 +457,9 @@ def replay(
     if verbose:
         output.log_to_stderr(logging.DEBUG)
     mappings, window, inputs_set = _job(
-        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
-    )
+        mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
+        shard=shard,
+    )  # fmt: skip
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
     check_rejects_path(rejects, inputs_set, overwrite=dry_run)
