@@ -333,20 +333,26 @@ def main() -> None:
 
 
 StateOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--state",
-        help="State file (SQLite): runs, lock, and per destination (API URL + the account of "
-        "the token, known by an HMAC; the token is never stored) the checkpoints, the "
-        "ledger of sent events and undeliverable events. Default: .segmetro/state.db beside "
-        "the mapping.",
+        help="State: an SQLite file, or a PostgreSQL URL (postgresql://user@host/db; the "
+        "password from the URL, PGPASSWORD or ~/.pgpass, never shown or stored) that shards "
+        "running at once share. It holds runs, locks, and per destination (API URL + the "
+        "account of the token, known by an HMAC; the token is never stored) the checkpoints, "
+        "the ledger of sent events and undeliverable events. Default: .segmetro/state.db "
+        "beside the mapping.",
         show_default=False,
     ),
 ]
 
 
-def _state_path(state: Path | None, mapping: Path) -> Path:
-    return state if state is not None else mapping.resolve().parent / ".segmetro" / "state.db"
+def _state_path(state: str | None, mapping: Path) -> str | Path:
+    from segmetro.state import is_database_url
+
+    if state is None:
+        return mapping.resolve().parent / ".segmetro" / "state.db"
+    return state if is_database_url(state) else Path(state)
 
 
 @app.command()
@@ -444,7 +450,7 @@ def replay(
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
     from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
-    from segmetro.state import normalize_api_url
+    from segmetro.state import normalize_api_url, redact, rejects_dir
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -509,6 +515,7 @@ def replay(
             window=window,
             sender=config,
             state_path=state_path,
+            rejects_dir=rejects_dir(state_path, mapping),
             options=options,
             signature=signature,
             rejects_path=rejects,
@@ -527,7 +534,7 @@ def replay(
         if report.inputs_skipped:
             output.info(
                 f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
-                f"(state {state_path})"
+                f"(state {redact(state_path)})"
             )
         output.summary(report.counts, extra=output.delivery_extra(report))
         output.rejects(
@@ -543,7 +550,7 @@ def _dry_run(
     mappings: Any,
     inputs_set: Any,
     window: Any,
-    state_path: Path,
+    state_path: str | Path,
     *,
     signature: str,
     rejects: Path | None,
@@ -556,9 +563,9 @@ def _dry_run(
     from segmetro import output
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
     from segmetro.plan import plan
-    from segmetro.state import StateDB
+    from segmetro.state import open_state, state_exists
 
-    db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
+    db = open_state(state_path, readonly=True) if state_exists(state_path) else None
     try:
         target = plan_target(db, api_url, token)
         state = target.state
@@ -640,7 +647,10 @@ def diff(
 @reports_errors
 def verify(
     state: Annotated[
-        Path, typer.Option("--state", help="State file of earlier runs.", show_default=False)
+        str,
+        typer.Option(
+            "--state", help="State of earlier runs: a file or a PostgreSQL URL.", show_default=False
+        ),
     ],
     sample: Annotated[
         int, typer.Option(min=1, max=10000, help="How many delivered events to check.")
@@ -669,23 +679,22 @@ def verify(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, StateError
-    from segmetro.state import StateDB, normalize_api_url
+    from segmetro.state import normalize_api_url, open_state, redact, require_state
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
+    require_state(state)
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token:
         raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
     window = Window.from_options(since=None, until=None, now=now)
     config = SenderConfig(api_url=api_url, token=token)
-    with StateDB.open(state, readonly=True) as db:
+    with open_state(state, readonly=True) as db:
         destination = db.find_destination(api_url, token)
         if destination is None:
             known = "; ".join(d.describe() for d in db.destinations()) or "none"
             raise StateError(
-                f"state file {state} records nothing sent to {normalize_api_url(api_url)} with "
+                f"state {redact(state)} records nothing sent to {normalize_api_url(api_url)} with "
                 f"this token (destinations in it: {known}); check --api-url and "
                 "METRONOME_BEARER_TOKEN."
             )
@@ -724,24 +733,23 @@ def status(
     earlier runs, open or superseded (delivered by a later run).
     """
     from segmetro import output
-    from segmetro.errors import StateError
-    from segmetro.state import StateDB
+    from segmetro.state import open_state, redact
 
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
-    with StateDB.open(state, readonly=True) as db:
+    with open_state(state, readonly=True, must_exist=True) as db:
         runs = db.runs()
         checkpoints = db.checkpoints()
         ledger = db.ledger_size()
         lock = db.lock_holder()
         destinations = db.summaries()
+        shards = db.shards()
     output.show_status(
         runs,
         checkpoints,
         ledger=ledger,
         lock=lock,
-        path=str(state),
+        path=redact(state),
         destinations=destinations,
+        shards=shards,
         as_json=json_out,
     )
 
@@ -750,7 +758,12 @@ def status(
 @reports_errors
 def unlock(
     state: Annotated[
-        Path, typer.Option("--state", help="State file whose lock to remove.", show_default=False)
+        str,
+        typer.Option(
+            "--state",
+            help="State (file or PostgreSQL URL) whose lock to remove.",
+            show_default=False,
+        ),
     ],
 ) -> None:
     """Remove a lock left by a run on another host (e.g. a container that was killed).
@@ -759,14 +772,14 @@ def unlock(
     live process here is never removed.
     """
     from segmetro import output
-    from segmetro.errors import StateError
-    from segmetro.state import StateDB
+    from segmetro.state import open_state
 
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
-    with StateDB.open(state) as db:
-        holder = db.break_lock()
-    output.info("not locked" if holder is None else f"removed the lock of {holder.describe()}")
+    with open_state(state, must_exist=True) as db:
+        removed = db.break_locks()
+    for holder in removed:
+        output.info(f"removed the lock of {holder.describe()}")
+    if not removed:
+        output.info("not locked")
 
 
 @app.command("fake-metronome")

@@ -326,6 +326,34 @@ def _checkpoint_json(c: Any) -> dict[str, Any]:
     }
 
 
+def _shard_json(s: Any) -> dict[str, Any]:
+    run = s.last_run
+    return {
+        "shard": s.shard,
+        "lock": None if s.lock is None else s.lock.describe(),
+        "last_run": None
+        if run is None
+        else {
+            "id": run.id,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "exit_code": run.exit_code,
+            "sent": (run.counts or {}).get("sent"),
+        },
+    }
+
+
+def _shard_line(s: Any) -> str:
+    run = s.last_run
+    if run is None:
+        last = "no run recorded"
+    else:
+        outcome = "unfinished" if run.exit_code is None else f"exit={run.exit_code}"
+        last = f"last run {run.id} {outcome} sent={(run.counts or {}).get('sent', '-')}"
+    lock = "" if s.lock is None else f"; lock held by {s.lock.describe()}"
+    return f"shard {s.shard}: {last}{lock}"
+
+
 def show_status(
     runs: Any,
     checkpoints: Any,
@@ -334,6 +362,7 @@ def show_status(
     lock: Any,
     path: str,
     destinations: Sequence[Any] = (),
+    shards: Sequence[Any] = (),
     as_json: bool,
 ) -> None:
     if as_json:
@@ -355,6 +384,7 @@ def show_status(
                     for r in runs
                 ],
                 "checkpoints": [_checkpoint_json(c) for c in checkpoints],
+                "shards": [_shard_json(s) for s in shards],
                 "destinations": [
                     {
                         **d.destination.to_json(),
@@ -378,6 +408,10 @@ def show_status(
     out = console()
     out.print(escape(f"state {path}: {ledger} delivered events in the ledger"))
     out.print(escape("lock: " + ("free" if lock is None else f"held by {lock.describe()}")))
+    if shards:
+        out.print(escape(f"shards ({len(shards)}):"))
+        for s in shards:
+            out.print(escape(f"  {_shard_line(s)}"))
     out.print(escape(f"runs ({len(runs)} latest):"))
     for r in runs:
         counts = r.counts or {}

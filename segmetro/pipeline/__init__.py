@@ -18,6 +18,7 @@ from segmetro.pipeline.ledger import (
     PlanTarget,
     against_ledger,
     changed_reject,
+    concurrent_conflict,
     field_diff,
     plan_target,
 )
@@ -26,7 +27,6 @@ from segmetro.pipeline.rejects import (
     SHOWN_REJECTS,
     RejectSink,
     check_rejects_path,
-    default_rejects_path,
 )
 from segmetro.pipeline.replay import ReplayReport, replay_with_state, run_replay
 from segmetro.pipeline.resume import (
@@ -51,8 +51,8 @@ __all__ = [
     "against_ledger",
     "changed_reject",
     "check_rejects_path",
+    "concurrent_conflict",
     "deduplicate",
-    "default_rejects_path",
     "field_diff",
     "plan_resume",
     "plan_target",
