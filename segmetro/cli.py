@@ -714,11 +714,11 @@ def verify(
 @reports_errors
 def status(
     state: Annotated[
-        Path,
+        str,
         typer.Option(
             "--state",
-            help="State file to describe (replay's default is .segmetro/state.db beside the "
-            "mapping).",
+            help="State file or PostgreSQL URL to describe (replay's default is "
+            ".segmetro/state.db beside the mapping).",
             show_default=False,
         ),
     ],
@@ -726,7 +726,7 @@ def status(
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
 ) -> None:
-    """Show the runs, the lock and each destination of a state file.
+    """Show the runs, the locks, each shard and each destination of a state.
 
     A destination is an API URL and the account of a token (shown as a short fingerprint of
     its HMAC, never the token): its ledger size, checkpoints, and the undeliverable events of
