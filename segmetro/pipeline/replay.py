@@ -56,6 +56,8 @@ class ReplayReport:
     run_id: str | None = None
     #: events mapped but never handed to the sender because the run stopped first
     not_handed: int = 0
+    #: ``K/N`` of a sharded run
+    shard: str | None = None
 
     @property
     def unsent(self) -> int:
@@ -79,12 +81,14 @@ class ReplayReport:
             not_handed=self.not_handed,
             retries=d.retries,
             rate_limited=d.rate_limited,
+            pace_cuts=d.pace_cuts,
             batches=d.batches,
             requests=d.requests,
             elapsed_s=round(d.elapsed, 3),
             events_per_s=round(d.sent / d.elapsed, 1) if d.elapsed > 0 else 0.0,
             inputs=self.inputs_total,
             inputs_skipped=self.inputs_skipped,
+            shard=self.shard,
             run_id=self.run_id,
             rejects_path=None if self.rejects_path is None else str(self.rejects_path),
             warnings=self.warnings,
@@ -247,6 +251,7 @@ async def run_replay(
         rejects_path=rejects_path,
         inputs_total=len(inputs.objects),
         run_id=run_id,
+        shard=None if inputs.shard is None else inputs.shard.label,
     )
     resume = Resume()
     if state is not None and resend_changed:
