@@ -16,7 +16,7 @@ from segmetro.cli import app
 from segmetro.errors import LockedError, StateError
 from segmetro.fake_metronome import FakeMetronome
 from segmetro.state import Checkpoint, LedgerEntry, open_state, redact, state_exists
-from segmetro.state.postgres import SCHEMA_VERSION, StateConnectionError
+from segmetro.state.postgres import SCHEMA_VERSION, PostgresState, StateConnectionError
 from tests.exports import messages, write_jsonl
 from tests.support import SAMPLES, SAMPLES_NOW, SAMPLES_NOW_DT, TOKEN
 
@@ -97,6 +97,8 @@ def test_flush_is_one_transaction_and_reports_another_runs_version(pg_url: str) 
 def test_a_lock_per_shard_taken_over_when_its_session_dies(pg_url: str) -> None:
     first = open_state(pg_url)
     with open_state(pg_url) as second, open_state(pg_url) as third:
+        assert isinstance(second, PostgresState)
+        second.lock_grace = 0.0  # a live holder is refused at once
         assert first.acquire_lock("run-0", "0/2") is None
         with pytest.raises(LockedError, match="shard 0/2 is locked by run run-0"):
             second.acquire_lock("run-0b", "0/2")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -42,6 +43,9 @@ SCHEMA = "segmetro"
 
 #: Version of the PostgreSQL layout this code writes; ``_MIGRATIONS`` brings older ones here.
 SCHEMA_VERSION = 1
+
+#: Seconds a run waits for a shard's lock whose holder's session is still connected.
+LOCK_GRACE = 5.0
 
 #: First key of every advisory lock segmetro takes; the second says which.
 _LOCK_CLASS = 0x5E6D
@@ -67,6 +71,10 @@ _SESSION = (
     "SET tcp_keepalives_interval = 10",
     "SET tcp_keepalives_count = 3",
 )
+
+
+class _Held(LockedError):
+    """The shard's lock is held by a live session (perhaps one about to end)."""
 
 
 class StateConnectionError(StateError):
@@ -155,6 +163,7 @@ class PostgresState(SqlState):
         self._conn = conn
         self._where = redact_url(url)
         self._password = _secret_of(url)
+        self.lock_grace = LOCK_GRACE
         self._held: dict[str, int] = {}  # run_id -> shard lock key held by this session
         self.took_over = None
         self.claimed = None
@@ -353,8 +362,20 @@ class PostgresState(SqlState):
 
         Refused (:class:`LockedError`) while another session holds it, or holds a lock of a
         shard count other than this one's. A lock whose session is gone (a crashed shard) is
-        taken over; the old holder is returned and kept in ``took_over``.
+        taken over; the old holder is returned and kept in ``took_over``. A holder is given
+        ``LOCK_GRACE`` seconds first: the server ends a killed process's session a moment
+        after it dies, and a re-run started at once must not be refused for that.
         """
+        deadline = time.monotonic() + self.lock_grace
+        while True:
+            try:
+                return self._try_lock(run_id, shard)
+            except _Held:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _try_lock(self, run_id: str, shard: str | None) -> LockInfo | None:
         label = shard or ""
         key = _shard_key(label)
         stale: LockInfo | None = None
@@ -367,7 +388,7 @@ class PostgresState(SqlState):
                 mine = [lock for lock, _live in rows if (lock.shard or "") == label]
                 if not taken:
                     holder = mine[0].describe() if mine else "another run"
-                    raise LockedError(
+                    raise _Held(
                         f"PostgreSQL state {self.where}: {_shard_name(label)} is locked by "
                         f"{holder}, whose session is still connected; wait for it to finish "
                         "(a crashed run's lock is free as soon as the server drops its session)"
