@@ -106,7 +106,7 @@ def test_the_check_refuses_what_the_cli_refuses() -> None:
         parsed(["segmetro", "replay", "-m", "m.yaml", "--shards", "auto/4", "in"])
     with pytest.raises(typer.BadParameter, match="valid number"):
         parsed(["segmetro", "replay", "-m", "m.yaml", "--rate", "fast", "in"])
-    with pytest.raises(UsageError, match="--mapping"):
+    with pytest.raises(UsageError, match="Missing parameter: mapping"):
         parsed(["segmetro", "replay", "--shard", "auto/4", "in"])
     assert parsed(["segmetro", "map", "-m", "m.yaml", "--shard", "0/2", "in"]).params["shard"]
     assert not Path("m.yaml").exists()
