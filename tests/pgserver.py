@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,14 @@ class PgServer:
         return len(rows)
 
 
+class PgServerError(RuntimeError):
+    """The server could not be set up (binaries missing, initdb or pg_ctl failed)."""
+
+
 def _binaries() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        pytest.fail(
+        raise PgServerError(
             "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): install "
             "Debian's postgresql package (.ci/run does it when they are missing)"
         )
@@ -85,8 +90,9 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "nobody", "--", *argv]
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+@contextmanager
+def running_server() -> Iterator[PgServer]:
+    """Start a server (initdb, pg_ctl start) in a temporary directory; stop and delete it."""
     bindir = _binaries()
     root = Path(tempfile.mkdtemp(prefix="segmetro-pg-"))
     if os.geteuid() == 0:
@@ -106,7 +112,7 @@ def pg_server() -> Iterator[PgServer]:
             _as_server_user(argv), env=env, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            pytest.fail(f"{argv[0]} failed: {done.stdout}{done.stderr}")
+            raise PgServerError(f"{argv[0]} failed: {done.stdout}{done.stderr}")
 
     run([str(bindir / "initdb"), "-D", str(datadir), "-U", USER, "--auth=scram-sha-256",
          f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])  # fmt: skip
@@ -127,6 +133,15 @@ def pg_server() -> Iterator[PgServer]:
             env=env, capture_output=True, check=False,
         )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        with running_server() as server:
+            yield server
+    except PgServerError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

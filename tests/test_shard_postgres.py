@@ -163,6 +163,20 @@ def test_four_shards_at_once_one_killed_and_rerun_deliver_each_event_once(
         assert summary["inputs_skipped"] == summary["inputs"]
     assert server.snapshot(include_events=False).requests == requests
 
+    # A dry run of a shard plans against the shared ledger: everything is unchanged.
+    planned_shard = next(k for k in parts if k != killed and parts[k])
+    plan = runner.invoke(
+        app,
+        ["replay", "--dry-run", "-m", MAPPING, "--now", SAMPLES_NOW, "--api-url", server.url,
+         "--state", pg_url, "--json", "--shard", f"{planned_shard}/4", "--resend-changed",
+         str(root)],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert plan.exit_code == 0, plan.output
+    planned = orjson.loads(plan.stdout)["plan"]
+    assert planned.get("new", 0) == 0
+    assert planned["unchanged"] == 300 * len(parts[planned_shard])
+
     status = runner.invoke(app, ["status", "--state", pg_url, "--json"])
     assert status.exit_code == 0, status.output
     shown = orjson.loads(status.stdout)

@@ -180,7 +180,13 @@ class PostgresState(SqlState):
         secret = _secret_of(url)
         try:
             conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=10, application_name="segmetro"
+                url,
+                autocommit=True,
+                connect_timeout=10,
+                application_name="segmetro",
+                # No server-side prepared statements: a generic plan made while the ledger
+                # was small would keep scanning it whole once it is large.
+                prepare_threshold=None,
             )
         except psycopg.Error as exc:
             raise StateError(
