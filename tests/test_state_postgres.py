@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -154,7 +154,7 @@ def test_a_lost_connection_is_a_state_error_of_exit_3(pg_url: str, pg_server: Pg
         assert db.ledger_size() == 1
 
 
-def test_password_never_shown_from_url_pgpassword_or_pgpass(
+def test_replay_status_verify_with_the_password_from_url_pgpassword_or_pgpass(
     runner: CliRunner,
     pg_server: PgServer,
     pg_url: str,
@@ -197,6 +197,15 @@ def test_password_never_shown_from_url_pgpassword_or_pgpass(
     pgpass.write_text(f"127.0.0.1:{pg_server.port}:{database}:{pgserver.USER}:{secret}\n")
     pgpass.chmod(0o600)
     seen += replay(bare)
+    checked = runner.invoke(
+        app,
+        ["verify", "--state", bare, "--api-url", server.url, "--now", SAMPLES_NOW,
+         "--sample", "1000", "--json"],
+        env={"METRONOME_BEARER_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    assert orjson.loads(checked.stdout)["found"] == 30
+    seen += checked.output
     assert secret not in seen
     wrong = runner.invoke(app, ["status", "--state", pg_url.replace(secret, "nope-" + secret[:4])])
     assert wrong.exit_code == 2
@@ -215,3 +224,53 @@ def test_password_never_shown_from_url_pgpassword_or_pgpass(
     assert shown["state"] == bare
     assert shown["ledger"] == 30
     assert os.environ.get("PGPASSWORD") is None
+
+
+def test_a_shard_sending_another_version_at_the_same_moment_is_a_conflict_reject(
+    pg_url: str, tmp_path: Path, fake_metronome: Callable[..., FakeMetronome]
+) -> None:
+    """Both shards looked the id up before either recorded it: the second one to record it
+    learns of the other's payload at its flush and rejects its own as a ``conflict``."""
+    import asyncio
+
+    from segmetro.delivery import SenderConfig
+    from segmetro.mapping import load_mapping
+    from segmetro.pipeline import run_replay
+    from segmetro.sources import open_inputs
+    from segmetro.state import DestinationState
+    from segmetro.window import Window
+
+    class LookedUpTooEarly(DestinationState):
+        """The ledger as it was before the other shard's flush: empty."""
+
+        def ledger_lookup(self, transaction_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+            return {}
+
+    items = [{**m, "event": "API Call"} for m in messages(5, start=SAMPLES_NOW_DT.replace(day=23))]
+    src = write_jsonl(tmp_path / "e.jsonl", items)
+    server = fake_metronome()
+    with open_state(pg_url) as db:
+        dest = db.destination(server.url, TOKEN)
+        other = entry(items[2]["messageId"], 1, "the-other-shard")
+        db.for_destination(dest).flush(delivered=[other])
+        report = asyncio.run(
+            run_replay(
+                load_mapping(Path(MAPPING)),
+                open_inputs([str(src)]),
+                window=Window.from_options(since=None, until=None, now=SAMPLES_NOW),
+                sender=SenderConfig(api_url=server.url, token=TOKEN),
+                rejects_path=tmp_path / "rejects.jsonl",
+                state=LookedUpTooEarly(db, dest),
+                run_id="this-shard",
+            )
+        )
+        kept = db.for_destination(dest).ledger_lookup([items[2]["messageId"]])
+    assert report.delivery.sent == 5
+    assert dict(report.counts.rejected) == {"conflict": 1}
+    assert report.exit_code == 1
+    (reject,) = [
+        orjson.loads(line) for line in (tmp_path / "rejects.jsonl").read_bytes().splitlines()
+    ]
+    assert reject["reason"] == "conflict"
+    assert "also sent, at the same time, by run the-other-shard" in reject["detail"]
+    assert kept[items[2]["messageId"]].run_id == "the-other-shard"
