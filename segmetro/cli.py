@@ -84,6 +84,16 @@ JsonOpt = Annotated[
 
 #: The summary of the running command: the error path fills it in when a command fails.
 _SUMMARY: contextvars.ContextVar[Any] = contextvars.ContextVar("summary")
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Take shard K of N (K/N, from 0) of the input objects, split by a hash of each "
+        "object's name; auto/N reads K from $SEGMETRO_SHARD_INDEX, $JOB_COMPLETION_INDEX "
+        "(Kubernetes Indexed Job) or $AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job).",
+        show_default=False,
+    ),
+]
 
 
 def reports_errors(command: F) -> F:
@@ -268,6 +278,7 @@ def map_command(
     quiet: QuietOpt = False,
     strict: StrictOpt = False,
     json_out: JsonOpt = False,
+    shard: ShardOpt = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -299,6 +310,7 @@ def map_command(
     mappings, window, inputs_set = _job(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
         strict=strict,
+        shard=shard,
     )  # fmt: skip
     check_rejects_path(rejects, inputs_set, overwrite=False)
     counts = Counts()
@@ -341,10 +353,11 @@ def _job(
     endpoint_url: str | None,
     source_id: list[str] | None,
     strict: bool,
+    shard: str | None = None,
 ) -> tuple[Any, Any, Any]:
     """What map and replay share: the mapping, the window, and the inputs it selects."""
     from segmetro import output
-    from segmetro.sources import open_inputs
+    from segmetro.sources import open_inputs, parse_shard
     from segmetro.window import Window
 
     summary = _summary()
@@ -358,8 +371,13 @@ def _job(
         since=window.since,
         until=window.until,
         source_ids=source_id or (),
+        shard=parse_shard(shard) if shard is not None else None,
     )
     output.skipped_inputs(inputs_set)
+    if inputs_set.shard is not None:
+        summary.shard = inputs_set.shard.label
+    if (note := inputs_set.shard_note()) is not None:
+        output.info(note)
     return mappings, window, inputs_set
 
 
@@ -442,20 +460,26 @@ _COMMANDS = frozenset({"map", "replay", "diff", "validate", "verify", "status"})
 
 
 StateOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--state",
-        help="State file (SQLite): runs, lock, and per destination (API URL + the account of "
-        "the token, known by an HMAC; the token is never stored) the checkpoints, the "
-        "ledger of sent events and undeliverable events. Default: .segmetro/state.db beside "
-        "the mapping.",
+        help="State: an SQLite file, or a PostgreSQL URL (postgresql://user@host/db; the "
+        "password from the URL, PGPASSWORD or ~/.pgpass, never shown or stored) that shards "
+        "running at once share. It holds runs, locks, and per destination (API URL + the "
+        "account of the token, known by an HMAC; the token is never stored) the checkpoints, "
+        "the ledger of sent events and undeliverable events. Default: .segmetro/state.db "
+        "beside the mapping.",
         show_default=False,
     ),
 ]
 
 
-def _state_path(state: Path | None, mapping: Path) -> Path:
-    return state if state is not None else mapping.resolve().parent / ".segmetro" / "state.db"
+def _state_path(state: str | None, mapping: Path) -> str | Path:
+    from segmetro.state import is_database_url
+
+    if state is None:
+        return mapping.resolve().parent / ".segmetro" / "state.db"
+    return state if is_database_url(state) else Path(state)
 
 
 @app.command()
@@ -529,6 +553,7 @@ def replay(
     strict: StrictOpt = False,
     endpoint_url: EndpointOpt = None,
     source_id: SourceIdOpt = None,
+    shard: ShardOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
 ) -> None:
@@ -551,7 +576,7 @@ def replay(
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
     from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
-    from segmetro.state import new_run_id, normalize_api_url
+    from segmetro.state import new_run_id, normalize_api_url, redact, rejects_dir
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
@@ -565,12 +590,13 @@ def replay(
         output.log_to_stderr(logging.DEBUG)
     summary = _summary()
     summary.api_url = normalize_api_url(api_url)
-    summary.state = str(_state_path(state, mapping))
+    summary.state = redact(_state_path(state, mapping))
     if dry_run:
         summary.command = "replay-dry-run"
     mappings, window, inputs_set = _job(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id,
         strict=strict,
+        shard=shard,
     )  # fmt: skip
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
@@ -622,6 +648,7 @@ def replay(
             window=window,
             sender=config,
             state_path=state_path,
+            rejects_dir=rejects_dir(state_path, mapping),
             options=options,
             signature=signature,
             rejects_path=rejects,
@@ -637,7 +664,7 @@ def replay(
     if report.inputs_skipped:
         output.info(
             f"{report.inputs_skipped} of {report.inputs_total} inputs already done "
-            f"(state {state_path})"
+            f"(state {redact(state_path)})"
         )
     output.rejects(
         report.rejects,
@@ -652,7 +679,7 @@ def _dry_run(
     mappings: Any,
     inputs_set: Any,
     window: Any,
-    state_path: Path,
+    state_path: str | Path,
     *,
     signature: str,
     rejects: Path | None,
@@ -668,9 +695,9 @@ def _dry_run(
     from segmetro.models import Counts
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
     from segmetro.plan import plan
-    from segmetro.state import StateDB
+    from segmetro.state import open_state, state_exists
 
-    db = StateDB.open(state_path, readonly=True) if state_path.exists() else None
+    db = open_state(state_path, readonly=True) if state_exists(state_path) else None
     try:
         target = plan_target(db, api_url, token)
         state = target.state
@@ -758,7 +785,10 @@ def diff(
 @reports_errors
 def verify(
     state: Annotated[
-        Path, typer.Option("--state", help="State file of earlier runs.", show_default=False)
+        str,
+        typer.Option(
+            "--state", help="State of earlier runs: a file or a PostgreSQL URL.", show_default=False
+        ),
     ],
     sample: Annotated[
         int, typer.Option(min=1, max=10000, help="How many delivered events to check.")
@@ -785,25 +815,24 @@ def verify(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError, StateError
-    from segmetro.state import StateDB, normalize_api_url
+    from segmetro.state import normalize_api_url, open_state, redact, require_state
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
     summary = _summary()
-    summary.state, summary.api_url = str(state), normalize_api_url(api_url)
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
+    summary.state, summary.api_url = redact(state), normalize_api_url(api_url)
+    require_state(state)
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token:
         raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
     window = Window.from_options(since=None, until=None, now=now)
     config = SenderConfig(api_url=api_url, token=token)
-    with StateDB.open(state, readonly=True) as db:
+    with open_state(state, readonly=True) as db:
         destination = db.find_destination(api_url, token)
         if destination is None:
             known = "; ".join(d.describe() for d in db.destinations()) or "none"
             raise StateError(
-                f"state file {state} records nothing sent to {normalize_api_url(api_url)} with "
+                f"state {redact(state)} records nothing sent to {normalize_api_url(api_url)} with "
                 f"this token (destinations in it: {known}); check --api-url and "
                 "METRONOME_BEARER_TOKEN."
             )
@@ -822,38 +851,44 @@ def verify(
 @reports_errors
 def status(
     state: Annotated[
-        Path,
+        str,
         typer.Option(
             "--state",
-            help="State file to describe (replay's default is .segmetro/state.db beside the "
-            "mapping).",
+            help="State file or PostgreSQL URL to describe (replay's default is "
+            ".segmetro/state.db beside the mapping).",
             show_default=False,
         ),
     ],
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the runs, the lock and each destination of a state file.
+    """Show the runs, the locks, each shard and each destination of a state.
 
     A destination is an API URL and the account of a token (shown as a short fingerprint of
     its HMAC, never the token): its ledger size, checkpoints, and the undeliverable events of
     earlier runs, open or superseded (delivered by a later run).
     """
     from segmetro import output
-    from segmetro.errors import StateError
-    from segmetro.state import StateDB
+    from segmetro.state import open_state, redact
     from segmetro.summary import status_details
 
     summary = _summary()
-    summary.state = str(state)
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
-    with StateDB.open(state, readonly=True) as db:
+    summary.state = redact(state)
+    with open_state(state, readonly=True, must_exist=True) as db:
         runs = db.runs()
         checkpoints = db.checkpoints()
         ledger = db.ledger_size()
         lock = db.lock_holder()
         destinations = db.summaries()
-    status_details(summary, runs, checkpoints, ledger=ledger, lock=lock, destinations=destinations)
+        shards = db.shards()
+    status_details(
+        summary,
+        runs,
+        checkpoints,
+        ledger=ledger,
+        lock=lock,
+        destinations=destinations,
+        shards=shards,
+    )
     if not json_out:
         output.show_status(summary)
     _finish(summary, 0, json_out)
@@ -863,7 +898,12 @@ def status(
 @reports_errors
 def unlock(
     state: Annotated[
-        Path, typer.Option("--state", help="State file whose lock to remove.", show_default=False)
+        str,
+        typer.Option(
+            "--state",
+            help="State (file or PostgreSQL URL) whose lock to remove.",
+            show_default=False,
+        ),
     ],
 ) -> None:
     """Remove a lock left by a run on another host (e.g. a container that was killed).
@@ -872,14 +912,14 @@ def unlock(
     live process here is never removed.
     """
     from segmetro import output
-    from segmetro.errors import StateError
-    from segmetro.state import StateDB
+    from segmetro.state import open_state
 
-    if not state.exists():
-        raise StateError(f"state file {state} does not exist")
-    with StateDB.open(state) as db:
-        holder = db.break_lock()
-    output.info("not locked" if holder is None else f"removed the lock of {holder.describe()}")
+    with open_state(state, must_exist=True) as db:
+        removed = db.break_locks()
+    for holder in removed:
+        output.info(f"removed the lock of {holder.describe()}")
+    if not removed:
+        output.info("not locked")
 
 
 @app.command("fake-metronome")

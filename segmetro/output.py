@@ -391,12 +391,28 @@ def show_verify(report: Any) -> None:
             out.print(escape(f"  {title}: {shown}"))
 
 
+def _shard_line(shard: dict[str, Any]) -> str:
+    run = shard["last_run"]
+    if run is None:
+        last = "no run recorded"
+    else:
+        outcome = "unfinished" if run["exit_code"] is None else f"exit_code {run['exit_code']}"
+        sent = "-" if run["sent"] is None else run["sent"]
+        last = f"last run {run['id']} {outcome}, sent {sent}"
+    lock = "" if shard["lock"] is None else f"; lock held by {shard['lock']}"
+    return f"shard {shard['shard']}: {last}{lock}"
+
+
 def show_status(summary: Summary) -> None:
     """The lock, the runs and the destinations of a state file (from `status_details`); the
     summary lines (ledger, state) follow."""
     out = console()
     d = summary.details
     out.print(escape("lock: " + ("free" if d["lock"] is None else f"held by {d['lock']}")))
+    if d["shards"]:
+        out.print(escape(f"shards ({len(d['shards'])}):"))
+        for shard in d["shards"]:
+            out.print(escape(f"  {_shard_line(shard)}"))
     out.print(escape(f"runs ({len(d['runs'])} latest):"))
     for r in d["runs"]:
         counts = r["counts"] or {}

@@ -128,6 +128,8 @@ class Summary:
     exit_code: int = 0
     error: dict[str, Any] | None = None
     run_id: str | None = None
+    #: ``K/N`` of a sharded run
+    shard: str | None = None
     mapping: str | list[str] | None = None
     inputs: list[str] | None = None
     state: str | None = None
@@ -174,7 +176,16 @@ class Summary:
             "exit_code": self.exit_code,
             "error": self.error,
         }
-        for key in ("run_id", "mapping", "inputs", "state", "rejects", "output", "api_url"):
+        for key in (
+            "run_id",
+            "shard",
+            "mapping",
+            "inputs",
+            "state",
+            "rejects",
+            "output",
+            "api_url",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -213,6 +224,23 @@ def _checkpoint_json(c: Any) -> dict[str, Any]:
     }
 
 
+def _shard_json(shard: Any) -> dict[str, Any]:
+    run = shard.last_run
+    return {
+        "shard": shard.shard,
+        "lock": None if shard.lock is None else shard.lock.describe(),
+        "last_run": None
+        if run is None
+        else {
+            "id": run.id,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "exit_code": run.exit_code,
+            "sent": (run.counts or {}).get("sent"),
+        },
+    }
+
+
 def status_details(
     summary: Summary,
     runs: Sequence[Any],
@@ -221,11 +249,13 @@ def status_details(
     ledger: int,
     lock: Any,
     destinations: Sequence[Any],
+    shards: Sequence[Any] = (),
 ) -> None:
-    """``status``: the ledger size, and the runs, lock, checkpoints and destinations."""
+    """``status``: the ledger size, and the runs, lock, shards, checkpoints and destinations."""
     summary.extra["ledger"] = ledger
     summary.details.update(
         lock=None if lock is None else lock.describe(),
+        shards=[_shard_json(s) for s in shards],
         runs=[
             {
                 "id": r.id,

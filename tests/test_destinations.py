@@ -19,7 +19,6 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from segmetro import state as state_module
 from segmetro.cli import app
 from segmetro.errors import ConfigError
 from segmetro.fake_metronome import FakeMetronome
@@ -32,6 +31,7 @@ from segmetro.state import (
     UndeliverableRun,
     normalize_api_url,
 )
+from segmetro.state import sqlite as state_module
 from tests.exports import messages, write_jsonl
 from tests.support import SAMPLES, SAMPLES_NOW, TOKEN, summary_json
 

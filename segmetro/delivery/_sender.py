@@ -143,6 +143,7 @@ class DeliveryStats:
     in_flight: int = 0  # requests currently in flight
     concurrency: int = 0  # current adaptive limit on requests in flight
     pace: float | None = None  # current account pace in events/s (None: not limited)
+    pace_cuts: int = 0  # times the account pace was cut after a 429 (whoever caused it)
     hot_customers: int = 0  # customers batched apart after a customer 429
     last_error: str = ""  # the latest failed attempt, for progress lines
     last_error_at: float = 0.0  # when it came, in seconds since deliver started
@@ -388,6 +389,7 @@ class _Sender:
     def _tick(self) -> None:
         self.stats.elapsed = self.clock() - self.started
         self.stats.pace = self.pacer.rate()
+        self.stats.pace_cuts = self.pacer.cuts
 
     def _give_up_message(self) -> str:
         return (

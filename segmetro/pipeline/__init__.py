@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         PlanTarget,
         against_ledger,
         changed_reject,
+        concurrent_conflict,
         field_diff,
         plan_target,
     )
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
         SHOWN_REJECTS,
         RejectSink,
         check_rejects_path,
-        default_rejects_path,
     )
     from segmetro.pipeline.replay import ReplayReport, replay_with_state, run_replay
     from segmetro.pipeline.resume import (
@@ -59,8 +59,8 @@ __all__ = [
     "against_ledger",
     "changed_reject",
     "check_rejects_path",
+    "concurrent_conflict",
     "deduplicate",
-    "default_rejects_path",
     "field_diff",
     "plan_resume",
     "plan_target",
@@ -88,7 +88,7 @@ _HOMES = {
     "against_ledger": "segmetro.pipeline.ledger",
     "changed_reject": "segmetro.pipeline.ledger",
     "check_rejects_path": "segmetro.pipeline.rejects",
-    "default_rejects_path": "segmetro.pipeline.rejects",
+    "concurrent_conflict": "segmetro.pipeline.ledger",
     "field_diff": "segmetro.pipeline.ledger",
     "plan_resume": "segmetro.pipeline.resume",
     "plan_target": "segmetro.pipeline.ledger",

@@ -16,7 +16,7 @@ from segmetro.state import (
     Destination,
     DestinationState,
     LedgerEntry,
-    StateDB,
+    SqlState,
     StateStore,
     normalize_api_url,
 )
@@ -33,6 +33,25 @@ def changed_reject(mapped: Mapped, previous: LedgerEntry) -> Reject:
             f"{previous.run_id} with a different payload ({changes}); Metronome ignores a "
             "second event with the same transaction_id, so this one was not sent. To bill "
             "the new version, give it a new transaction_id (e.g. a suffix in the mapping)."
+        ),
+        source=mapped.record.coords,
+        mapping=mapped.mapping,
+        event=mapped.record.event,
+        payload=mapped.payload,
+    )
+
+
+def concurrent_conflict(mapped: Mapped, theirs: LedgerEntry) -> Reject:
+    """Another run (a shard) sent this ``transaction_id`` with another payload at the same time."""
+    before = theirs.payload
+    lines = [UNRECORDED_PAYLOAD] if before is None else field_diff(before, mapped.payload)
+    changes = "; ".join(line.strip() for line in lines)
+    return Reject(
+        reason=Reason.CONFLICT,
+        detail=(
+            f"transaction_id {mapped.payload['transaction_id']!r} was also sent, at the same "
+            f"time, by run {theirs.run_id} with a different payload ({changes}); Metronome "
+            "keeps whichever reached it first. Give one version a new transaction_id."
         ),
         source=mapped.record.coords,
         mapping=mapped.mapping,
@@ -104,7 +123,7 @@ class PlanTarget:
         return {"destination": None if dest is None else dest.to_json(), "note": self.note}
 
 
-def plan_target(db: StateDB | None, api_url: str, token: str) -> PlanTarget:
+def plan_target(db: SqlState | None, api_url: str, token: str) -> PlanTarget:
     """The destination a replay with this URL (and token, if set) would use; nothing is written.
 
     Without a token the account is unknown: the URL's only destination is used, and when it has
@@ -140,7 +159,7 @@ def plan_target(db: StateDB | None, api_url: str, token: str) -> PlanTarget:
         None,
         f"every event planned as new: {len(candidates)} destinations use {url}",
         warning=(
-            f"{len(candidates)} destinations in {db.path} use {url} (accounts {accounts}); "
+            f"{len(candidates)} destinations in {db.where} use {url} (accounts {accounts}); "
             "without METRONOME_BEARER_TOKEN the plan cannot tell which one a run would send "
             "to, so it plans as if nothing was sent. Set the token to plan for its account."
         ),

@@ -101,11 +101,6 @@ class RejectSink:
         self.close()
 
 
-def default_rejects_path(state_path: Path, run_id: str) -> Path:
-    """Where a replay run without ``--rejects`` writes its rejects: a file of its own."""
-    return state_path.parent / "rejects" / f"{run_id}.jsonl"
-
-
 def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: bool) -> None:
     """Refuse a rejects file that is one of the inputs, or (for `overwrite`) holds rejects."""
     if rejects is None or not rejects.exists():

@@ -15,11 +15,16 @@ import httpx
 
 from segmetro.dedup import RunDeduper
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
-from segmetro.errors import ConfigError, SegmetroError
+from segmetro.errors import ConfigError, SegmetroError, StateError
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
-from segmetro.pipeline.ledger import LEDGER_CHUNK, against_ledger, changed_reject
-from segmetro.pipeline.rejects import RejectSink, default_rejects_path
+from segmetro.pipeline.ledger import (
+    LEDGER_CHUNK,
+    against_ledger,
+    changed_reject,
+    concurrent_conflict,
+)
+from segmetro.pipeline.rejects import RejectSink
 from segmetro.pipeline.resume import CheckpointKey, Resume, plan_resume, read_resumed
 from segmetro.pipeline.select import select
 from segmetro.sources import InputSet
@@ -27,9 +32,10 @@ from segmetro.state import (
     Checkpoint,
     CheckpointTracker,
     LedgerEntry,
-    StateDB,
+    SqlState,
     StateStore,
     new_run_id,
+    open_state,
 )
 from segmetro.summary import Summary, delivery_extra, error_kind, selection_counts
 from segmetro.window import Window
@@ -50,6 +56,8 @@ class ReplayReport:
     inputs_total: int = 0
     inputs_skipped: int = 0
     run_id: str | None = None
+    #: ``K/N`` of a sharded run
+    shard: str | None = None
 
     def delivery_counts(self) -> dict[str, int | float]:
         """Where the emitted events went, and how the sending went (``segmetro.summary``)."""
@@ -62,6 +70,7 @@ class ReplayReport:
             requests=d.requests,
             retries=d.retries,
             rate_limited=d.rate_limited,
+            pace_cuts=d.pace_cuts,
             elapsed_s=round(d.elapsed, 3),
             events_per_s=round(d.sent / d.elapsed, 1) if d.elapsed > 0 else 0.0,
             inputs_total=self.inputs_total,
@@ -85,6 +94,7 @@ class ReplayReport:
         summary.selection(self.counts, names)
         summary.extra.update(self.delivery_counts())
         summary.run_id = self.run_id
+        summary.shard = self.shard
         summary.rejects = None if self.rejects_path is None else str(self.rejects_path)
         summary.warnings.extend(self.warnings)
         if self.fatal is not None:
@@ -100,6 +110,7 @@ class ReplayReport:
         out.update(self.delivery_counts())
         out.update(
             rejected_by_reason=dict(sorted(self.counts.rejected.items())),
+            shard=self.shard,
             run_id=self.run_id,
             rejects=None if self.rejects_path is None else str(self.rejects_path),
             exit_code=self.exit_code,
@@ -123,12 +134,14 @@ class _Delivery:
         state: StateStore | None,
         run_id: str | None,
         identities: dict[str, str],
+        resend_changed: bool = False,
     ) -> None:
         self.counts = counts
         self.sink = sink
         self.state = state
         self.run_id = run_id
         self.identities = identities
+        self.resend_changed = resend_changed
         self.tracker = CheckpointTracker()
         self._finished: set[str] = set()
         self._undeliverable: list[tuple[str, str | None]] = []
@@ -152,13 +165,15 @@ class _Delivery:
 
     def delivered(self, items: Sequence[Outbound]) -> None:
         entries = []
+        sent: dict[str, Mapped] = {}
         for item in items:
             mapped: Mapped = item.ref
             self.resolve(mapped)
             entries.append(
                 LedgerEntry.from_payload(mapped.payload, mapping=mapped.mapping, run_id=self.run_id)
             )
-        self.save(entries)
+            sent[entries[-1].transaction_id] = mapped
+        self.save(entries, sent)
 
     def failed(self, item: Outbound, reason: str, detail: str) -> None:
         mapped: Mapped = item.ref
@@ -181,8 +196,12 @@ class _Delivery:
             self._undeliverable.append((str(mapped.payload["transaction_id"]), self.run_id))
         self.save(())
 
-    def save(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write acknowledged events and the checkpoints they allow, in one transaction."""
+    def save(self, entries: Sequence[LedgerEntry], sent: dict[str, Mapped] | None = None) -> None:
+        """Write acknowledged events and the checkpoints they allow, in one transaction.
+
+        An id another run (a shard) recorded meanwhile with another payload is a ``conflict``:
+        both versions reached Metronome, which keeps whichever came first.
+        """
         if self.state is None:
             return
         try:
@@ -209,7 +228,13 @@ class _Delivery:
             if source in self.identities
         ]
         undeliverable, self._undeliverable = self._undeliverable, []
-        self.state.flush(delivered=entries, checkpoints=checkpoints, undeliverable=undeliverable)
+        conflicts = self.state.flush(
+            delivered=entries, checkpoints=checkpoints, undeliverable=undeliverable
+        )
+        for _ours, theirs in () if self.resend_changed else conflicts:
+            mapped = (sent or {})[theirs.transaction_id]
+            self.counts.rejected[Reason.CONFLICT] += 1
+            self.sink.add(concurrent_conflict(mapped, theirs))
         for source in done:
             self._finished.discard(source)
             tracker.forget(source)
@@ -247,6 +272,7 @@ async def run_replay(
         rejects_path=rejects_path,
         inputs_total=len(inputs.objects),
         run_id=run_id,
+        shard=None if inputs.shard is None else inputs.shard.label,
     )
     resume = Resume()
     if state is not None and resend_changed:
@@ -274,7 +300,14 @@ async def run_replay(
         RunDeduper() as deduper,
         _stop_on_sigterm(main_task),
     ):
-        outcome = _Delivery(counts, sink, state=state, run_id=run_id, identities=identities)
+        outcome = _Delivery(
+            counts,
+            sink,
+            state=state,
+            run_id=run_id,
+            identities=identities,
+            resend_changed=resend_changed,
+        )
 
         def classified(pending: deque[Mapped]) -> Iterator[Outbound]:
             for mapped, category, previous in against_ledger(pending, state):
@@ -401,9 +434,10 @@ def replay_with_state(
     *,
     window: Window,
     sender: SenderConfig,
-    state_path: Path,
+    state_path: str | Path,
     options: dict[str, Any],
     signature: str,
+    rejects_dir: Path,
     rejects_path: Path | None = None,
     resend_changed: bool = False,
     on_warning: Callable[[str], None] = lambda _text: None,
@@ -411,17 +445,22 @@ def replay_with_state(
     on_tick: Callable[[Counts, DeliveryStats], None] | None = None,
     run_id: str | None = None,
 ) -> ReplayReport:
-    """A whole replay run with its state file: the lock, the destination, the run record.
+    """A whole replay run with its state: the lock, the destination, the run record.
 
-    The lock is held for the run and released however it ends (a crash's lock on this host is
-    taken over, with a warning); the destination is the API URL plus the token's account (a
-    migrated destination is claimed, and given back if the run fails before Metronome accepted
-    anything); the run is recorded with its summary and exit code. Without ``rejects_path``
-    the run writes its rejects to a file of its own beside the state, created at the first.
+    The lock (the shard's, for a sharded run: ``inputs.shard``) is held for the run and
+    released however it ends (a crashed run's lock is taken over, with a warning); the
+    destination is the API URL plus the token's account (a migrated destination is claimed,
+    and given back if the run fails before Metronome accepted anything); the run is recorded
+    with its summary and exit code. Without ``rejects_path`` the run writes its rejects to a
+    file of its own in ``rejects_dir``, created at the first. A state that goes away mid-run
+    (a lost database connection) ends the run with its error; what was saved is kept.
     """
-    with StateDB.open(state_path) as db:
+    shard = None if inputs.shard is None else inputs.shard.label
+    if shard is not None:
+        options = {**options, "shard": shard}
+    with open_state(state_path) as db:
         run_id = run_id or new_run_id()
-        stale = db.acquire_lock(run_id)
+        stale = db.acquire_lock(run_id, shard)
         if stale is not None:
             on_warning(f"took over the lock left by {stale.describe()}, which is gone")
         exit_code: int | None = None
@@ -443,7 +482,7 @@ def replay_with_state(
                     inputs,
                     window=window,
                     sender=sender,
-                    rejects_path=rejects_path or default_rejects_path(state_path, run_id),
+                    rejects_path=rejects_path or rejects_dir / f"{run_id}.jsonl",
                     rejects_lazy=rejects_path is None,
                     state=db.for_destination(destination),
                     run_id=run_id,
@@ -461,11 +500,32 @@ def replay_with_state(
             exit_code = exc.exit_code
             raise
         finally:
-            summary = report.to_json() if report is not None else {}
-            failed_first = report is None or (report.fatal is not None and not report.delivery.sent)
-            if db.claimed is not None and failed_first:
-                db.unclaim(db.claimed)
-            if begun:
-                db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
-            db.release_lock(run_id)
+            _record_end(db, report, run_id, begun, exit_code, on_warning)
     return report
+
+
+def _record_end(
+    db: SqlState,
+    report: ReplayReport | None,
+    run_id: str,
+    begun: bool,
+    exit_code: int | None,
+    on_warning: Callable[[str], None],
+) -> None:
+    """Give back a failed claim, record the run's end, release the lock.
+
+    When the state itself failed (the report already says so), failing again here must not
+    hide the report: it becomes a warning.
+    """
+    summary = report.to_json() if report is not None else {}
+    failed_first = report is None or (report.fatal is not None and not report.delivery.sent)
+    try:
+        if db.claimed is not None and failed_first:
+            db.unclaim(db.claimed)
+        if begun:
+            db.end_run(run_id, summary, 1 if exit_code is None else exit_code)
+        db.release_lock(run_id)
+    except StateError as exc:
+        if report is None or report.fatal is None:
+            raise
+        on_warning(f"could not record the end of run {run_id}: {exc}")

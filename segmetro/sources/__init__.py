@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from segmetro.errors import SourceError
+from segmetro.errors import ConfigError, SourceError
 from segmetro.models import Record, Reject
 from segmetro.sources.formats import FORMATS, Format
 from segmetro.sources.inputs import InputKind, InputObject, InputSet
@@ -57,20 +57,24 @@ from segmetro.sources.local import (
     UnreadableInput,
     expand_local,
 )
+from segmetro.sources.shard import SHARD_INDEX_VARIABLES, Shard, parse_shard
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "FORMATS",
+    "SHARD_INDEX_VARIABLES",
     "STDIN_NAME",
     "FileInput",
     "Format",
     "InputKind",
     "InputObject",
     "InputSet",
+    "Shard",
     "StreamInput",
     "UnreadableInput",
     "iter_records",
     "open_inputs",
+    "parse_shard",
     "read_object",
 ]
 
@@ -82,13 +86,15 @@ def open_inputs(
     since: datetime | None = None,
     until: datetime | None = None,
     source_ids: Sequence[str] = (),
+    shard: Shard | None = None,
 ) -> InputSet:
     """Expand INPUT specs: files, directories, globs, ``-`` (stdin) and ``s3://bucket/prefix``.
 
     ``since``/``until`` (naive = UTC) and ``source_ids`` only prune S3 objects laid out as
     Segment's ``…/segment-logs/<source-id>/<received-day-ms>/…``; pruned objects are counted
-    in ``skipped_objects`` / ``skipped_bytes``. Raises ``SourceError`` naming a spec that does
-    not exist, matches nothing, or cannot be listed.
+    in ``skipped_objects`` / ``skipped_bytes``. With ``shard`` only that shard's objects are
+    kept (``shard``), counted after de-duplication so every shard splits the same list. Raises
+    ``SourceError`` naming a spec that does not exist, matches nothing, or cannot be listed.
     """
     if not specs:
         raise SourceError("no input given")
@@ -113,10 +119,25 @@ def open_inputs(
             if obj.name not in seen:
                 seen.add(obj.name)
                 objects.append(obj)
+    other_shards = 0
+    if shard is not None:
+        if shard.count > 1 and any(obj.kind == "stdin" for obj in objects):
+            raise ConfigError(
+                f"--shard {shard.label}: stdin and pipes cannot be split between shards; "
+                "give files or s3:// prefixes"
+            )
+        mine = [obj for obj in objects if shard.owns(obj.name)]
+        other_shards = len(objects) - len(mine)
+        objects = mine
     sizes = [obj.size for obj in objects]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
     return InputSet(
-        objects=objects, total_bytes=total, skipped_objects=skipped, skipped_bytes=skipped_bytes
+        objects=objects,
+        total_bytes=total,
+        skipped_objects=skipped,
+        skipped_bytes=skipped_bytes,
+        shard=shard,
+        other_shards=other_shards,
     )
 
 

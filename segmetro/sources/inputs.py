@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from segmetro.models import Record, Reject
 from segmetro.sources.formats import read_content
 from segmetro.sources.gunzip import decompress
+from segmetro.sources.shard import Shard
 
 InputKind = Literal["file", "stdin", "s3"]
 
@@ -65,12 +66,24 @@ class InputObject(Protocol):
 
 @dataclass
 class InputSet:
-    """Every object the input specs expand to, and what the window/source filters skipped."""
+    """Every object the input specs expand to, and what the window/source filters skipped.
+
+    With a ``shard``, ``objects`` are only that shard's; ``other_shards`` counts the rest.
+    """
 
     objects: list[InputObject]
     total_bytes: int | None
     skipped_objects: int = 0
     skipped_bytes: int = 0
+    shard: Shard | None = None
+    other_shards: int = 0
+
+    def shard_note(self) -> str | None:
+        """What a sharded run says about its share, so the split is never a surprise."""
+        if self.shard is None:
+            return None
+        total = len(self.objects) + self.other_shards
+        return f"{self.shard.describe()}: {len(self.objects)} of {total} input objects"
 
 
 def read_stored(
