@@ -210,17 +210,21 @@ def map_command(
     Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
     """
     from segmetro import output
-    from segmetro.pipeline import check_rejects_path, run_map
+    from segmetro.pipeline import check_outputs, run_map
     from segmetro.pipeline.workers import choose_workers
 
     mappings, window, inputs_set = _job(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
     )
-    check_rejects_path(rejects, inputs_set, overwrite=False)
+    check_outputs(
+        inputs_set,
+        {"-o": out, "--rejects": rejects},
+        protected={"the mapping": mapping, "the state file": _state_path(None, mapping)},
+    )
     with (
+        _write_errors(out),
         _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
-        _write_errors(out),
     ):
         report = run_map(
             mappings,
@@ -291,14 +295,10 @@ def _write_errors(out: Path | None) -> Iterator[None]:
 
 
 def _open_output(out: Path | None) -> Any:
-    from segmetro.errors import ConfigError
+    """``-o``: written beside itself and renamed at the end, so a failed run leaves no half file."""
+    from segmetro.pipeline import replaced_at_end
 
-    if out is None:
-        return _StdoutBytes()
-    try:
-        return out.open("wb")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror}.") from None
+    return _StdoutBytes() if out is None else replaced_at_end(out)
 
 
 class _StdoutBytes:
@@ -426,7 +426,7 @@ def replay(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
-    from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
+    from segmetro.pipeline import check_outputs, replay_with_state, run_signature
     from segmetro.state import normalize_api_url
 
     if quiet and verbose:
@@ -444,7 +444,12 @@ def replay(
     )
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
-    check_rejects_path(rejects, inputs_set, overwrite=dry_run)
+    check_outputs(
+        inputs_set,
+        {"--rejects": rejects},
+        protected={"the mapping": mapping, "the state file": state_path},
+        overwrite_rejects=dry_run,
+    )
     if dry_run:
         _dry_run(
             mappings,

@@ -38,6 +38,7 @@ import orjson
 
 from segmetro.dedup import canonical_bytes, digest_canonical
 from segmetro.errors import ConfigError, LockedError, StateError
+from segmetro.files import create_private
 from segmetro.models import format_timestamp as format_time
 
 __all__ = [
@@ -528,9 +529,12 @@ class StateDB:
         except OSError as exc:
             raise StateError(f"cannot create the directory of state file {path}: {exc}") from exc
         try:
+            create_private(path)
             conn = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
             )
+        except OSError as exc:
+            raise StateError(f"cannot open state file {path}: {exc.strerror}") from None
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {path}: {exc}") from exc
         try:

@@ -9,6 +9,8 @@ it a second time as another module.
 from __future__ import annotations
 
 import http.client
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +30,28 @@ TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
 #: How long a test waits for something that takes well under a second: a safety net that turns
 #: a hang into a failure saying what never happened. Never a measurement.
 PATIENCE = 60.0
+#: The installed console script: CLI tests run what a user runs, in a process of its own.
+SEGMETRO = str(Path(sys.executable).with_name("segmetro"))
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdin: bytes | None = None,
+    timeout: float = PATIENCE,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``segmetro ARGS`` and return its exit code, stdout and stderr (text)."""
+    return subprocess.run(
+        [SEGMETRO, *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ) | (env or {}),
+        cwd=cwd if cwd is not None else ROOT,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = PATIENCE) -> None:
