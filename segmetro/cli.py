@@ -78,13 +78,29 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SegmetroError as exc:
-            output.error(str(exc))
+            if exc.exit_code == 0:  # NoInputs: a quiet day, not a failure
+                output.info(str(exc))
+            else:
+                output.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             output.error("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _summary_if_interrupted(show: Callable[[Any], None]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, show the partial report before the one-line "interrupted"."""
+    from segmetro.errors import Interrupted
+
+    try:
+        yield
+    except Interrupted as exc:
+        if exc.partial is not None:
+            show(exc.partial)
+        raise
 
 
 @app.command()
@@ -137,11 +153,23 @@ def init(
 @app.command()
 @reports_errors
 def validate(
-    mapping: Annotated[Path, typer.Argument(help="Mapping file (YAML).", show_default=False)],
-    sample: Annotated[
+    mapping: Annotated[
+        Path, typer.Argument(metavar="MAPPING", help="Mapping file (YAML).", show_default=False)
+    ],
+    inputs: Annotated[
         list[str] | None,
-        typer.Option(help="Run the mapping over this input and report how each field fares."),
+        typer.Argument(
+            metavar="INPUT",
+            help="With --sample: files, directories, globs, '-' or s3://bucket/prefix.",
+            show_default=False,
+        ),
     ] = None,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample", help="Run the mapping over the INPUTs and report how each field fares."
+        ),
+    ] = False,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors (exit 2).")] = False,
     now: NowOpt = None,
     endpoint_url: EndpointOpt = None,
@@ -154,6 +182,10 @@ def validate(
     from segmetro.sources import open_inputs
     from segmetro.window import Window
 
+    if inputs and not sample:
+        raise ConfigError("INPUT given without --sample: add --sample to run the mapping over it.")
+    if sample and not inputs:
+        raise ConfigError("--sample needs at least one INPUT: validate MAPPING --sample INPUT...")
     mappings = load_mapping(mapping)
     for warn in mappings.warnings:
         output.warning(str(warn))
@@ -161,10 +193,11 @@ def validate(
         raise ConfigError(f"{mapping}: {len(mappings.warnings)} warning(s) and --strict is set.")
     names = ", ".join(m.name for m in mappings.mappings)
     output.info(f"{mapping}: ok ({len(mappings.mappings)} mapping(s): {names})")
-    if not sample:
+    if not inputs:
         return
     window = Window.from_options(since=None, until=None, now=now)
-    report = run_sample(mappings, open_inputs(sample, endpoint_url=endpoint_url), window=window)
+    with _summary_if_interrupted(lambda partial: output.summary(partial.counts)):
+        report = run_sample(mappings, open_inputs(inputs, endpoint_url=endpoint_url), window=window)
     output.summary(report.counts)
     for row in report.stats.rows():
         mapping_name, field_name, missing, matched = row
@@ -221,7 +254,17 @@ def map_command(
         {"-o": out, "--rejects": rejects},
         protected={"the mapping": mapping, "the state file": _state_path(None, mapping)},
     )
+
+    def show(report: Any) -> None:
+        output.summary(report.counts)
+        output.rejects(
+            report.rejects,
+            total=report.counts.rejected_total,
+            path=str(rejects) if rejects is not None else None,
+        )
+
     with (
+        _summary_if_interrupted(show),
         _write_errors(out),
         _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
@@ -235,12 +278,7 @@ def map_command(
             on_bytes=progress.advance,
             workers=workers if workers is not None else choose_workers(inputs_set.objects),
         )
-    output.summary(report.counts)
-    output.rejects(
-        report.rejects,
-        total=report.counts.rejected_total,
-        path=str(rejects) if rejects is not None else None,
-    )
+    show(report)
     if report.counts.rejected_total:
         raise typer.Exit(1)
 
@@ -312,7 +350,14 @@ class _StdoutBytes:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM (a service stop, ``kill``) ends every command as Ctrl-C does: partial summary,
+    exit 130, files and worker processes cleaned up.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app()
 
 
@@ -555,7 +600,15 @@ def _dry_run(
             if state is not None and not resend_changed
             else None
         )
+
+        def show(partial: Any) -> None:
+            if json_out:
+                output.write_json({**partial.to_json(), "exit_code": 130})
+            else:
+                output.show_plan(partial)
+
         with (
+            _summary_if_interrupted(show),
             RejectSink(rejects) as sink,
             output.Progress(
                 total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan"
@@ -893,3 +946,4 @@ def fake_metronome(
         f"({state.duplicates_ignored} duplicates ignored, {state.batches_rejected_400} "
         f"batches rejected)"
     )
+    raise typer.Exit(130)  # it serves until Ctrl-C or SIGTERM

@@ -147,6 +147,8 @@ def test_state_and_rejects_files_are_private(export: Path, tmp_path: Path) -> No
         mapped_rejects = tmp_path / "map-rejects.jsonl"
         bad = tmp_path / "in" / "bad.jsonl"
         bad.write_bytes(b"not json\n")
+        bad2 = tmp_path / "in" / "bad2.jsonl"
+        bad2.write_bytes(b"not json either\n")
         env = {"METRONOME_BEARER_TOKEN": TOKEN}
         os.umask(0o022)
         result = run_cli(
@@ -156,7 +158,7 @@ def test_state_and_rejects_files_are_private(export: Path, tmp_path: Path) -> No
         )  # fmt: skip
         assert result.returncode == 1, result.stderr
         default_run = run_cli(
-            "replay", "-m", MAPPING, str(bad), "--now", SAMPLES_NOW, "--api-url", server.url,
+            "replay", "-m", MAPPING, str(bad2), "--now", SAMPLES_NOW, "--api-url", server.url,
             "--state", str(state), "-q", env=env,
         )  # fmt: skip
         assert default_run.returncode == 1, default_run.stderr

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from segmetro.dedup import RunDeduper
+from segmetro.errors import Interrupted
 from segmetro.mapping import FieldStats, MappingSet
-from segmetro.models import Counts, Reject
+from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.pipeline.rejects import WRITE_BATCH, RejectSink
 from segmetro.pipeline.select import deduplicate, select
 from segmetro.sources import InputSet, iter_records
@@ -46,6 +47,7 @@ def run_map(
 
     counts = Counts()
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
+        stream: Iterator[Mapped | Reject] | Iterator[Record | Reject]
         if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
             stream = parallel.run_parallel(
                 mappings,
@@ -57,28 +59,39 @@ def run_map(
             )
             items = deduplicate(stream, deduper, counts)
         else:
-            records = iter_records(inputs, on_bytes=on_bytes)
+            stream = iter_records(inputs, on_bytes=on_bytes)
             items = select(
-                records, mappings, window=window, counts=counts, deduper=deduper, encode=True
+                stream, mappings, window=window, counts=counts, deduper=deduper, encode=True
             )
-        pending: list[bytes] = []
-        for item in items:
-            if isinstance(item, Reject):
-                sink.add(item)
-                continue
-            assert item.line is not None
-            counts.emitted += 1
-            pending.append(item.line)
-            if len(pending) >= WRITE_BATCH:
-                out.write(b"".join(pending))
-                pending.clear()
-        out.write(b"".join(pending))
-        return MapReport(
-            counts=counts,
-            rejects=sink.shown,
-            rejects_path=rejects_path,
-            inputs=len(inputs.objects),
+        report = MapReport(
+            counts=counts, rejects=sink.shown, rejects_path=rejects_path, inputs=len(inputs.objects)
         )
+        pending: list[bytes] = []
+        try:
+            for item in items:
+                if isinstance(item, Reject):
+                    sink.add(item)
+                    continue
+                assert item.line is not None
+                counts.emitted += 1
+                pending.append(item.line)
+                if len(pending) >= WRITE_BATCH:
+                    out.write(b"".join(pending))
+                    pending.clear()
+            out.write(b"".join(pending))
+        except KeyboardInterrupt:
+            raise Interrupted(report) from None
+        finally:
+            _close(items)
+            _close(stream)
+        return report
+
+
+def _close(stream: Iterator[object]) -> None:
+    """Stop a stream now (worker processes with it), not whenever it is collected."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 @dataclass
@@ -95,12 +108,16 @@ def run_sample(mappings: MappingSet, inputs: InputSet, *, window: Window) -> Sam
     counts = Counts()
     stats = FieldStats()
     with RejectSink(None) as sink, RunDeduper() as deduper:
+        report = SampleReport(counts=counts, stats=stats, rejects=sink.shown)
         stream = iter_records(inputs)
-        for item in select(
-            stream, mappings, window=window, counts=counts, deduper=deduper, stats=stats
-        ):
-            if isinstance(item, Reject):
-                sink.add(item)
-            else:
-                counts.emitted += 1
-    return SampleReport(counts=counts, stats=stats, rejects=sink.shown)
+        try:
+            for item in select(
+                stream, mappings, window=window, counts=counts, deduper=deduper, stats=stats
+            ):
+                if isinstance(item, Reject):
+                    sink.add(item)
+                else:
+                    counts.emitted += 1
+        except KeyboardInterrupt:
+            raise Interrupted(report) from None
+    return report

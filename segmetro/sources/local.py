@@ -132,7 +132,8 @@ def _read_path(
 ) -> Iterator[Record | Reject]:
     """Stream a local file; one that cannot be opened is one reject at line 0."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        # unbuffered: each read is one system call, which returns what a pipe holds so far
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         yield Reject(reason=Reason.UNREADABLE, detail=exc.strerror or str(exc), source=f"{path}:0")
         return
