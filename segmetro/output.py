@@ -56,7 +56,10 @@ def summary(counts: Counts, *, extra: Sequence[tuple[str, Any]] = ()) -> None:
 
 
 def skipped_inputs(inputs: Any) -> None:
-    """Say what the window or --source-id pruned from an S3 listing, so nothing looks lost."""
+    """Say what the window or --source-id pruned from an S3 listing, so nothing looks lost,
+    and which input specs stood for nothing."""
+    for empty in inputs.empty_specs:
+        console().print(escape(f"input {empty}"))
     if inputs.skipped_objects:
         console().print(
             escape(

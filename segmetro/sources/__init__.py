@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from segmetro.errors import SourceError
+from segmetro.errors import NoInputs, SourceError
 from segmetro.models import Record, Reject
 from segmetro.sources.formats import FORMATS, Format
 from segmetro.sources.inputs import InputKind, InputObject, InputSet
@@ -55,6 +55,7 @@ from segmetro.sources.local import (
     FileInput,
     StreamInput,
     UnreadableInput,
+    empty_reason,
     expand_local,
 )
 
@@ -87,14 +88,16 @@ def open_inputs(
 
     ``since``/``until`` (naive = UTC) and ``source_ids`` only prune S3 objects laid out as
     Segment's ``…/segment-logs/<source-id>/<received-day-ms>/…``; pruned objects are counted
-    in ``skipped_objects`` / ``skipped_bytes``. Raises ``SourceError`` naming a spec that does
-    not exist, matches nothing, or cannot be listed.
+    in ``skipped_objects`` / ``skipped_bytes``. A glob, directory or S3 prefix may stand for no
+    object (``empty_specs``); when every spec does, ``NoInputs`` says which. Raises
+    ``SourceError`` naming a spec that does not exist or cannot be listed.
     """
     if not specs:
         raise SourceError("no input given")
     objects: list[InputObject] = []
     seen: set[str] = set()
     skipped = skipped_bytes = 0
+    empty: list[str] = []
     for spec in specs:
         found: list[InputObject]
         if spec == "-":
@@ -107,16 +110,26 @@ def open_inputs(
             )
             skipped += n
             skipped_bytes += nbytes
+            if not found and not n:
+                empty.append(f"{spec!r} holds no objects")
         else:
             found = expand_local(spec)
+            if not found:
+                empty.append(f"{spec!r} {empty_reason(spec)}")
         for obj in found:
             if obj.name not in seen:
                 seen.add(obj.name)
                 objects.append(obj)
+    if not objects and len(empty) == len(specs):
+        raise NoInputs("no inputs: " + "; ".join(empty))
     sizes = [obj.size for obj in objects]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
     return InputSet(
-        objects=objects, total_bytes=total, skipped_objects=skipped, skipped_bytes=skipped_bytes
+        objects=objects,
+        total_bytes=total,
+        skipped_objects=skipped,
+        skipped_bytes=skipped_bytes,
+        empty_specs=empty,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from segmetro.models import Record, Reject
@@ -71,6 +71,8 @@ class InputSet:
     total_bytes: int | None
     skipped_objects: int = 0
     skipped_bytes: int = 0
+    #: specs (glob, directory, S3 prefix) that stood for no object at all, and why
+    empty_specs: list[str] = field(default_factory=list)
 
 
 def read_stored(
