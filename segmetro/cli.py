@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 app = typer.Typer(
     name="segmetro",
@@ -22,7 +23,72 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+#: What a value is called in help, by its click type: a word a person reads, not a Python type.
+_METAVARS: dict[object, str] = {str: "TEXT", int: "N", float: "NUMBER", Path: "PATH"}
+
+
+class _Argument(TyperArgument):
+    """An argument's help shows its name (``INPUT``), not its Python type as well."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _Command(TyperCommand):
+    """Help for people: the whole first paragraph in the command list, plain metavars, and a
+    usage line without Python's type names or braces (``INPUT...``, not ``{inputs}...``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = (param.name or "value").upper()
+            else:
+                descriptor = getattr(param, "type_descriptor", None)
+                annotation = getattr(descriptor, "annotation", str)
+                if get_origin(annotation) is list:
+                    (annotation,) = get_args(annotation)
+                param.metavar = _METAVARS.get(annotation, "VALUE")
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return " ".join((self.help or "").split("\n\n")[0].split())
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = (param.metavar or "") + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _version(value: bool) -> None:
+    if value:
+        from segmetro import __version__
+
+        typer.echo(f"segmetro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Replay Segment event exports into Metronome's usage-billing API."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +98,7 @@ MappingOpt = Annotated[
 InputsArg = Annotated[
     list[str],
     typer.Argument(
+        metavar="INPUT",
         help="Files, directories, globs, '-' for stdin, or s3://bucket/prefix.",
         show_default=False,
     ),
@@ -103,7 +170,7 @@ def _summary_if_interrupted(show: Callable[[Any], None]) -> Iterator[None]:
         raise
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def init(
     out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the mapping.")] = Path(
@@ -150,7 +217,7 @@ def init(
     output.info(f"wrote {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def validate(
     mapping: Annotated[
@@ -210,7 +277,7 @@ def validate(
     output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
 
 
-@app.command("map")
+@app.command("map", cls=_Command)
 @reports_errors
 def map_command(
     mapping: MappingOpt,
@@ -374,11 +441,44 @@ StateOpt = Annotated[
 ]
 
 
-def _state_path(state: Path | None, mapping: Path) -> Path:
-    return state if state is not None else mapping.resolve().parent / ".segmetro" / "state.db"
+#: --state of status, verify and unlock: replay's default when not given.
+StateOfOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="State file (default: replay's, .segmetro/state.db beside --mapping, or in the "
+        "current directory without --mapping).",
+        show_default=False,
+    ),
+]
+#: --mapping of status, verify and unlock: only to find replay's default state file.
+StateMappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        "-m",
+        help="The mapping replay ran with: its default state file is the one used.",
+        show_default=False,
+    ),
+]
 
 
-@app.command()
+def _no_state(state: Path) -> str:
+    return (
+        f"state file {state} does not exist: give the --state of the runs (or the --mapping "
+        "replay ran with, whose default state file is beside it)."
+    )
+
+
+def _state_path(state: Path | None, mapping: Path | None) -> Path:
+    """--state, else replay's default: .segmetro/state.db beside the mapping (or here)."""
+    if state is not None:
+        return state
+    base = mapping.resolve().parent if mapping is not None else Path.cwd()
+    return base / ".segmetro" / "state.db"
+
+
+@app.command(cls=_Command)
 @reports_errors
 def replay(
     mapping: MappingOpt,
@@ -634,7 +734,7 @@ def _dry_run(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def diff(
     mapping: Annotated[
@@ -676,12 +776,11 @@ def diff(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def verify(
-    state: Annotated[
-        Path, typer.Option("--state", help="State file of earlier runs.", show_default=False)
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
     sample: Annotated[
         int, typer.Option(min=1, max=10000, help="How many delivered events to check.")
     ] = 100,
@@ -713,8 +812,9 @@ def verify(
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
+    state = _state_path(state, mapping)
     if not state.exists():
-        raise StateError(f"state file {state} does not exist")
+        raise StateError(_no_state(state))
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token:
         raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
@@ -741,18 +841,11 @@ def verify(
     raise typer.Exit(report.exit_code)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def status(
-    state: Annotated[
-        Path,
-        typer.Option(
-            "--state",
-            help="State file to describe (replay's default is .segmetro/state.db beside the "
-            "mapping).",
-            show_default=False,
-        ),
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
@@ -767,8 +860,9 @@ def status(
     from segmetro.errors import StateError
     from segmetro.state import StateDB
 
+    state = _state_path(state, mapping)
     if not state.exists():
-        raise StateError(f"state file {state} does not exist")
+        raise StateError(_no_state(state))
     with StateDB.open(state, readonly=True) as db:
         runs = db.runs()
         checkpoints = db.checkpoints()
@@ -786,12 +880,11 @@ def status(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def unlock(
-    state: Annotated[
-        Path, typer.Option("--state", help="State file whose lock to remove.", show_default=False)
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
 ) -> None:
     """Remove a lock left by a run on another host (e.g. a container that was killed).
 
@@ -802,14 +895,15 @@ def unlock(
     from segmetro.errors import StateError
     from segmetro.state import StateDB
 
+    state = _state_path(state, mapping)
     if not state.exists():
-        raise StateError(f"state file {state} does not exist")
+        raise StateError(_no_state(state))
     with StateDB.open(state) as db:
         holder = db.break_lock()
     output.info("not locked" if holder is None else f"removed the lock of {holder.describe()}")
 
 
-@app.command("fake-metronome")
+@app.command("fake-metronome", cls=_Command)
 @reports_errors
 def fake_metronome(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
