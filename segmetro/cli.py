@@ -112,7 +112,10 @@ UntilOpt = Annotated[
 ]
 NowOpt = Annotated[
     str | None,
-    typer.Option(help="Clock for Metronome's 34-day/24-hour ingest window (default: now)."),
+    typer.Option(
+        envvar="SEGMETRO_NOW",
+        help="Clock for Metronome's 34-day/24-hour ingest window (default: now).",
+    ),
 ]
 RejectsOpt = Annotated[
     Path | None,
@@ -788,7 +791,10 @@ def verify(
         str, typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL.")
     ] = "https://api.metronome.com",
     now: Annotated[
-        str | None, typer.Option(help="Clock for the 34-day search window (default: now).")
+        str | None,
+        typer.Option(
+            envvar="SEGMETRO_NOW", help="Clock for the 34-day search window (default: now)."
+        ),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
@@ -918,7 +924,10 @@ def fake_metronome(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible faults.")] = None,
-    now: Annotated[str | None, typer.Option(help="Fixed server clock (RFC 3339 or date).")] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(envvar="SEGMETRO_NOW", help="Fixed server clock (RFC 3339 or date)."),
+    ] = None,
     p_429: Annotated[float, typer.Option(help="Probability of a 429.")] = 0.0,
     retry_after: Annotated[
         float | None,
