@@ -427,8 +427,34 @@ def main() -> None:
     """
     import signal
 
+    # typer's own click: its usage errors
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from segmetro import output
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `segmetro` alone: the help, as a usage error
+        sys.stderr.write(exc.format_message() + "\n")
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # a bad option: one line, the command's help named
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "segmetro"
+        output.error(f"{exc.format_message()} (see {where} -h)")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        output.error("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        # Every error a user can cause is a SegmetroError with its own message; this is a bug.
+        if os.environ.get("SEGMETRO_TRACEBACK"):
+            raise
+        output.error(
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in segmetro, please "
+            "report it (SEGMETRO_TRACEBACK=1 shows where it happened)."
+        )
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 StateOpt = Annotated[

@@ -522,6 +522,8 @@ class StateDB:
         file: it must exist, and a file of an older schema is migrated in a copy in memory.
         """
         path = Path(path)
+        if path.is_dir():
+            raise StateError(f"state file {path} is a directory: give the state file's path.")
         if readonly:
             return cls._open_readonly(path)
         try:
