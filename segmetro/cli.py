@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 app = typer.Typer(
     name="segmetro",
@@ -23,7 +24,72 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+#: What a value is called in help, by its click type: a word a person reads, not a Python type.
+_METAVARS: dict[object, str] = {str: "TEXT", int: "N", float: "NUMBER", Path: "PATH"}
+
+
+class _Argument(TyperArgument):
+    """An argument's help shows its name (``INPUT``), not its Python type as well."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _Command(TyperCommand):
+    """Help for people: the whole first paragraph in the command list, plain metavars, and a
+    usage line without Python's type names or braces (``INPUT...``, not ``{inputs}...``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                continue
+            if isinstance(param, TyperArgument):
+                param.metavar = (param.name or "value").upper()
+            else:
+                descriptor = getattr(param, "type_descriptor", None)
+                annotation = getattr(descriptor, "annotation", str)
+                if get_origin(annotation) is list:
+                    (annotation,) = get_args(annotation)
+                param.metavar = _METAVARS.get(annotation, "VALUE")
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return " ".join((self.help or "").split("\n\n")[0].split())
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = (param.metavar or "") + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _version(value: bool) -> None:
+    if value:
+        from segmetro import __version__
+
+        typer.echo(f"segmetro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Replay Segment event exports into Metronome's usage-billing API."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,6 +99,7 @@ MappingOpt = Annotated[
 InputsArg = Annotated[
     list[str],
     typer.Argument(
+        metavar="INPUT",
         help="Files, directories, globs, '-' for stdin, or s3://bucket/prefix.",
         show_default=False,
     ),
@@ -46,7 +113,10 @@ UntilOpt = Annotated[
 ]
 NowOpt = Annotated[
     str | None,
-    typer.Option(help="Clock for Metronome's 34-day/24-hour ingest window (default: now)."),
+    typer.Option(
+        envvar="SEGMETRO_NOW",
+        help="Clock for Metronome's 34-day/24-hour ingest window (default: now).",
+    ),
 ]
 RejectsOpt = Annotated[
     Path | None,
@@ -104,7 +174,7 @@ def reports_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from segmetro import output
-        from segmetro.errors import SegmetroError
+        from segmetro.errors import Interrupted, SegmetroError
         from segmetro.summary import Summary
 
         summary = Summary(command=name)
@@ -112,9 +182,14 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SegmetroError as exc:
-            output.error(str(exc))
             code = exc.exit_code
-            summary.fail(exc, code)
+            if code == 0:  # NoInputs: a quiet day, not a failure
+                output.info(str(exc))
+            else:
+                if isinstance(exc, Interrupted) and summary.counts and not kwargs.get("json_out"):
+                    output.show_summary(summary, as_json=False)
+                output.error(str(exc))
+                summary.fail(exc, code)
         except KeyboardInterrupt as exc:
             output.error("interrupted")
             code = 130
@@ -170,7 +245,21 @@ def _finish(summary: Any, exit_code: int, json_out: bool, *, strict: bool = Fals
     raise typer.Exit(exit_code)
 
 
-@app.command()
+@contextlib.contextmanager
+def _summary_if_interrupted(fill: Callable[[Any], None]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, `fill` the summary from the partial report, which
+    `reports_errors` then shows before the one-line "interrupted"."""
+    from segmetro.errors import Interrupted
+
+    try:
+        yield
+    except Interrupted as exc:
+        if exc.partial is not None:
+            fill(exc.partial)
+        raise
+
+
+@app.command(cls=_Command)
 @reports_errors
 def init(
     out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the mapping.")] = Path(
@@ -217,14 +306,26 @@ def init(
     output.info(f"wrote {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def validate(
-    mapping: Annotated[Path, typer.Argument(help="Mapping file (YAML).", show_default=False)],
-    sample: Annotated[
+    mapping: Annotated[
+        Path, typer.Argument(metavar="MAPPING", help="Mapping file (YAML).", show_default=False)
+    ],
+    inputs: Annotated[
         list[str] | None,
-        typer.Option(help="Run the mapping over this input and report how each field fares."),
+        typer.Argument(
+            metavar="INPUT",
+            help="With --sample: files, directories, globs, '-' or s3://bucket/prefix.",
+            show_default=False,
+        ),
     ] = None,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample", help="Run the mapping over the INPUTs and report how each field fares."
+        ),
+    ] = False,
     strict: Annotated[
         bool,
         typer.Option(help="Treat warnings (also those of the sample) as errors (exit 2)."),
@@ -241,27 +342,33 @@ def validate(
     warning with --strict.
     """
     from segmetro import output
+    from segmetro.errors import ConfigError
     from segmetro.pipeline import run_sample
     from segmetro.sources import open_inputs
     from segmetro.window import Window
 
+    if inputs and not sample:
+        raise ConfigError("INPUT given without --sample: add --sample to run the mapping over it.")
+    if sample and not inputs:
+        raise ConfigError("--sample needs at least one INPUT: validate MAPPING --sample INPUT...")
     summary = _summary()
     summary.mapping = str(mapping)
     mappings = _load_mapping(mapping, strict=strict)
     names = ", ".join(mappings.names())
     output.info(f"{mapping}: ok ({len(mappings.mappings)} mapping(s): {names})")
-    if sample:
-        summary.inputs = list(sample)
+    if sample and inputs:
+        summary.inputs = list(inputs)
         window = Window.from_options(since=None, until=None, now=now)
-        inputs_set = open_inputs(sample, endpoint_url=endpoint_url)
-        report = run_sample(mappings, inputs_set, window=window)
+        inputs_set = open_inputs(inputs, endpoint_url=endpoint_url)
+        with _summary_if_interrupted(lambda partial: partial.fill(summary, mappings.names())):
+            report = run_sample(mappings, inputs_set, window=window)
         report.fill(summary, mappings.names())
         if not json_out:
             output.rejects(report.rejects, total=report.counts.rejected_total, path=None)
     _finish(summary, 0, json_out, strict=strict)
 
 
-@app.command("map")
+@app.command("map", cls=_Command)
 @reports_errors
 def map_command(
     mapping: MappingOpt,
@@ -299,7 +406,7 @@ def map_command(
     from segmetro import output
     from segmetro.errors import ConfigError
     from segmetro.models import Counts
-    from segmetro.pipeline import check_rejects_path, run_map
+    from segmetro.pipeline import check_outputs, run_map
     from segmetro.pipeline.workers import choose_workers
 
     if json_out and out is None:
@@ -312,9 +419,14 @@ def map_command(
         strict=strict,
         shard=shard,
     )  # fmt: skip
-    check_rejects_path(rejects, inputs_set, overwrite=False)
+    check_outputs(
+        inputs_set,
+        {"-o": out, "--rejects": rejects},
+        protected={"the mapping": mapping, "the state file": Path(_state_path(None, mapping))},
+    )
     counts = Counts()
     with (
+        _summary_if_interrupted(lambda part: summary.selection(part.counts, mappings.names())),
         _open_output(out) as sink,
         output.Progress(
             total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="map",
@@ -402,14 +514,10 @@ def _write_errors(out: Path | None) -> Iterator[None]:
 
 
 def _open_output(out: Path | None) -> Any:
-    from segmetro.errors import ConfigError
+    """``-o``: written beside itself and renamed at the end, so a failed run leaves no half file."""
+    from segmetro.pipeline import replaced_at_end
 
-    if out is None:
-        return _StdoutBytes()
-    try:
-        return out.open("wb")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror}.") from None
+    return _StdoutBytes() if out is None else replaced_at_end(out)
 
 
 class _StdoutBytes:
@@ -423,10 +531,43 @@ class _StdoutBytes:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM (a service stop, ``kill``) ends every command as Ctrl-C does: partial summary,
+    exit 130, files and worker processes cleaned up.
+    """
+    import signal
+
+    # typer's own click: its usage errors
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from segmetro import output
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if "--json" in sys.argv[1:]:
         sys.exit(_main_json())
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `segmetro` alone: the help, as a usage error
+        sys.stderr.write(exc.format_message() + "\n")
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # a bad option: one line, the command's help named
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "segmetro"
+        output.error(f"{exc.format_message()} (see {where} -h)")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        output.error("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        # Every error a user can cause is a SegmetroError with its own message; this is a bug.
+        if os.environ.get("SEGMETRO_TRACEBACK"):
+            raise
+        output.error(
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in segmetro, please "
+            "report it (SEGMETRO_TRACEBACK=1 shows where it happened)."
+        )
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _main_json() -> int:
@@ -474,15 +615,40 @@ StateOpt = Annotated[
 ]
 
 
-def _state_path(state: str | None, mapping: Path) -> str | Path:
+def _state_path(state: str | None, mapping: Path | None) -> str | Path:
+    """--state (a file or a PostgreSQL URL), else replay's default: .segmetro/state.db beside
+    the mapping (or here, without one)."""
     from segmetro.state import is_database_url
 
     if state is None:
-        return mapping.resolve().parent / ".segmetro" / "state.db"
+        base = mapping.resolve().parent if mapping is not None else Path.cwd()
+        return base / ".segmetro" / "state.db"
     return state if is_database_url(state) else Path(state)
 
 
-@app.command()
+#: --state of status, verify and unlock: replay's default when not given.
+StateOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="State file or PostgreSQL URL (default: replay's, .segmetro/state.db beside "
+        "--mapping, or in the current directory without --mapping).",
+        show_default=False,
+    ),
+]
+#: --mapping of status, verify and unlock: only to find replay's default state file.
+StateMappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        "-m",
+        help="The mapping replay ran with: its default state file is the one used.",
+        show_default=False,
+    ),
+]
+
+
+@app.command(cls=_Command)
 @reports_errors
 def replay(
     mapping: MappingOpt,
@@ -575,7 +741,7 @@ def replay(
     from segmetro import output
     from segmetro.delivery import SenderConfig
     from segmetro.errors import ConfigError
-    from segmetro.pipeline import check_rejects_path, replay_with_state, run_signature
+    from segmetro.pipeline import check_outputs, replay_with_state, run_signature
     from segmetro.state import new_run_id, normalize_api_url, redact, rejects_dir
 
     if quiet and verbose:
@@ -600,7 +766,15 @@ def replay(
     )  # fmt: skip
     state_path = _state_path(state, mapping)
     signature = run_signature(mapping)
-    check_rejects_path(rejects, inputs_set, overwrite=dry_run)
+    check_outputs(
+        inputs_set,
+        {"--rejects": rejects},
+        protected={
+            "the mapping": mapping,
+            "the state file": state_path if isinstance(state_path, Path) else None,
+        },
+        overwrite_rejects=dry_run,
+    )
     if dry_run:
         _dry_run(
             mappings,
@@ -708,7 +882,15 @@ def _dry_run(
             else None
         )
         counts = Counts()
+        summary = _summary()
+
+        def partial_plan(partial: Any) -> None:
+            partial.fill(summary, mappings.names())
+            if not json_out:
+                output.show_plan(partial)
+
         with (
+            _summary_if_interrupted(partial_plan),
             RejectSink(rejects) as sink,
             output.Progress(
                 total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="plan",
@@ -730,7 +912,6 @@ def _dry_run(
     finally:
         if db is not None:
             db.close()
-    summary = _summary()
     summary.rejects = None if rejects is None else str(rejects)
     result.fill(summary, mappings.names())
     if not json_out:
@@ -738,7 +919,7 @@ def _dry_run(
     _finish(summary, result.exit_code, json_out, strict=strict)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def diff(
     mapping: Annotated[
@@ -781,15 +962,11 @@ def diff(
     _finish(summary, result.exit_code, json_out, strict=strict)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def verify(
-    state: Annotated[
-        str,
-        typer.Option(
-            "--state", help="State of earlier runs: a file or a PostgreSQL URL.", show_default=False
-        ),
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
     sample: Annotated[
         int, typer.Option(min=1, max=10000, help="How many delivered events to check.")
     ] = 100,
@@ -797,7 +974,10 @@ def verify(
         str, typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL.")
     ] = "https://api.metronome.com",
     now: Annotated[
-        str | None, typer.Option(help="Clock for the 34-day search window (default: now).")
+        str | None,
+        typer.Option(
+            envvar="SEGMETRO_NOW", help="Clock for the 34-day search window (default: now)."
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -819,20 +999,21 @@ def verify(
     from segmetro.verify import verify_sample
     from segmetro.window import Window
 
+    where = _state_path(state, mapping)
     summary = _summary()
-    summary.state, summary.api_url = redact(state), normalize_api_url(api_url)
-    require_state(state)
+    summary.state, summary.api_url = redact(where), normalize_api_url(api_url)
+    require_state(where)
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token:
         raise ConfigError("METRONOME_BEARER_TOKEN is not set: export your Metronome API token.")
     window = Window.from_options(since=None, until=None, now=now)
     config = SenderConfig(api_url=api_url, token=token)
-    with open_state(state, readonly=True) as db:
+    with open_state(where, readonly=True) as db:
         destination = db.find_destination(api_url, token)
         if destination is None:
             known = "; ".join(d.describe() for d in db.destinations()) or "none"
             raise StateError(
-                f"state {redact(state)} records nothing sent to {normalize_api_url(api_url)} with "
+                f"state {redact(where)} records nothing sent to {normalize_api_url(api_url)} with "
                 f"this token (destinations in it: {known}); check --api-url and "
                 "METRONOME_BEARER_TOKEN."
             )
@@ -847,18 +1028,11 @@ def verify(
     _finish(summary, report.exit_code, json_out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def status(
-    state: Annotated[
-        str,
-        typer.Option(
-            "--state",
-            help="State file or PostgreSQL URL to describe (replay's default is "
-            ".segmetro/state.db beside the mapping).",
-            show_default=False,
-        ),
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the runs, the locks, each shard and each destination of a state.
@@ -871,9 +1045,10 @@ def status(
     from segmetro.state import open_state, redact
     from segmetro.summary import status_details
 
+    where = _state_path(state, mapping)
     summary = _summary()
-    summary.state = redact(state)
-    with open_state(state, readonly=True, must_exist=True) as db:
+    summary.state = redact(where)
+    with open_state(where, readonly=True, must_exist=True) as db:
         runs = db.runs()
         checkpoints = db.checkpoints()
         ledger = db.ledger_size()
@@ -894,17 +1069,11 @@ def status(
     _finish(summary, 0, json_out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @reports_errors
 def unlock(
-    state: Annotated[
-        str,
-        typer.Option(
-            "--state",
-            help="State (file or PostgreSQL URL) whose lock to remove.",
-            show_default=False,
-        ),
-    ],
+    state: StateOfOpt = None,
+    mapping: StateMappingOpt = None,
 ) -> None:
     """Remove a lock left by a run on another host (e.g. a container that was killed).
 
@@ -914,7 +1083,8 @@ def unlock(
     from segmetro import output
     from segmetro.state import open_state
 
-    with open_state(state, must_exist=True) as db:
+    where = _state_path(state, mapping)
+    with open_state(where, must_exist=True) as db:
         removed = db.break_locks()
     for holder in removed:
         output.info(f"removed the lock of {holder.describe()}")
@@ -922,7 +1092,7 @@ def unlock(
         output.info("not locked")
 
 
-@app.command("fake-metronome")
+@app.command("fake-metronome", cls=_Command)
 @reports_errors
 def fake_metronome(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -937,7 +1107,10 @@ def fake_metronome(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible faults.")] = None,
-    now: Annotated[str | None, typer.Option(help="Fixed server clock (RFC 3339 or date).")] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(envvar="SEGMETRO_NOW", help="Fixed server clock (RFC 3339 or date)."),
+    ] = None,
     p_429: Annotated[float, typer.Option(help="Probability of a 429.")] = 0.0,
     retry_after: Annotated[
         float | None,
@@ -1059,3 +1232,4 @@ def fake_metronome(
         f"({state.duplicates_ignored} duplicates ignored, {state.batches_rejected_400} "
         f"batches rejected)"
     )
+    raise typer.Exit(130)  # it serves until Ctrl-C or SIGTERM

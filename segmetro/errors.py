@@ -11,6 +11,8 @@ Library code raises these; ``cli.py`` translates them into messages and exit cod
     - AuthenticationError            401/403: the token was refused
   + StateError                       the state database is unusable (exit 2)
     - LockedError                    another run holds the state lock (exit 3)
+  + Interrupted                      Ctrl-C or SIGTERM; carries the partial report (exit 130)
+  + NoInputs                         every input spec matched nothing: a quiet day (exit 0)
 
 Per-event problems are never exceptions that cross a stage: they become counted rejects.
 """
@@ -81,3 +83,22 @@ class LockedError(StateError):
     """Another run holds the lock of this state database."""
 
     exit_code = 3
+
+
+class Interrupted(SegmetroError):
+    """Ctrl-C or SIGTERM ended a run; ``partial`` is its report so far, for the summary."""
+
+    exit_code = 130
+
+    def __init__(self, partial: object = None, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class NoInputs(SegmetroError):
+    """Every input spec (a glob, a directory, an S3 prefix) matched nothing: nothing to do.
+
+    Not a failure: a cron job on a quiet day exits 0 and says which specs were empty.
+    """
+
+    exit_code = 0

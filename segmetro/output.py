@@ -79,7 +79,10 @@ def show_summary(summary: Summary, *, as_json: bool) -> None:
 
 
 def skipped_inputs(inputs: Any) -> None:
-    """Say what the window or --source-id pruned from an S3 listing, so nothing looks lost."""
+    """Say what the window or --source-id pruned from an S3 listing, so nothing looks lost,
+    and which input specs stood for nothing."""
+    for empty in inputs.empty_specs:
+        console().print(escape(f"input {empty}"))
     if inputs.skipped_objects:
         console().print(
             escape(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segmetro.dedup import RunDeduper
+from segmetro.errors import Interrupted
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
 from segmetro.pipeline import (
@@ -165,19 +166,22 @@ def plan(
                 )
             result.note(category, mapped.mapping, payload["event_type"], payload["timestamp"][:10])
 
+    result.rejects = sink.shown
     with RunDeduper() as deduper:
         pending: deque[Mapped] = deque()
         stream = read_resumed(todo, resume, on_bytes=on_bytes)
-        for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
-            if isinstance(item, Reject):
-                sink.add(item)
-                continue
-            pending.append(item)
-            if len(pending) >= LEDGER_CHUNK:
+        try:
+            for item in select(stream, mappings, window=window, counts=counts, deduper=deduper):
+                if isinstance(item, Reject):
+                    sink.add(item)
+                    continue
+                pending.append(item)
+                if len(pending) >= LEDGER_CHUNK:
+                    classify(pending)
+            if pending:
                 classify(pending)
-        if pending:
-            classify(pending)
-    result.rejects = sink.shown
+        except KeyboardInterrupt:
+            raise Interrupted(result) from None
     return result
 
 
@@ -258,10 +262,13 @@ def diff(old: MappingSet, new: MappingSet, inputs: InputSet, *, window: Window) 
             )
 
     with RunDeduper() as old_seen, RunDeduper() as new_seen:
-        for item in _records(iter_records(inputs), result):
-            before = _outputs(item, old, result.old, window, old_seen)
-            after = _outputs(item, new, result.new, window, new_seen)
-            _compare(before, after, result, sample)
+        try:
+            for item in _records(iter_records(inputs), result):
+                before = _outputs(item, old, result.old, window, old_seen)
+                after = _outputs(item, new, result.new, window, new_seen)
+                _compare(before, after, result, sample)
+        except KeyboardInterrupt:
+            raise Interrupted(result) from None
     return result
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from segmetro.errors import (
     ConfigError,
     DeliveryError,
+    Interrupted,
     LockedError,
     SegmetroError,
     SourceError,
@@ -101,6 +102,7 @@ def high_reject_warnings(counts: Counts, names: Sequence[str]) -> list[str]:
 def error_kind(exc: BaseException) -> str:
     """The stable ``error.kind`` of an exception a command ended with."""
     for cls, kind in (
+        (Interrupted, "interrupted"),
         (LockedError, "locked"),
         (StateError, "state"),
         (ConfigError, "config"),

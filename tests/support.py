@@ -36,6 +36,8 @@ TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
 #: How long a test waits for something that takes well under a second: a safety net that turns
 #: a hang into a failure saying what never happened. Never a measurement.
 PATIENCE = 60.0
+#: The installed console script: CLI tests run what a user runs, in a process of its own.
+SEGMETRO = str(Path(sys.executable).with_name("segmetro"))
 
 
 #: The JSON Schema every ``--json`` output must satisfy.
@@ -112,6 +114,7 @@ def run_cli(
     *args: str,
     env: Mapping[str, str] | None = None,
     input: str | bytes | None = None,
+    stdin: bytes | None = None,
     cwd: Path | str | None = None,
     timeout: float = PATIENCE,
 ) -> subprocess.CompletedProcess[str]:
@@ -125,13 +128,14 @@ def run_cli(
     }
     base.update(TERM="dumb", NO_COLOR="1", COLUMNS="300")
     base.update(env or {})
+    given = stdin if stdin is not None else input
     result = subprocess.run(
         [_console_script(), *args],
         env=base,
-        input=input.decode() if isinstance(input, bytes) else input,
+        input=given.decode() if isinstance(given, bytes) else given,
         capture_output=True,
         text=True,
-        cwd=cwd,
+        cwd=cwd if cwd is not None else ROOT,
         timeout=timeout,
         check=False,
     )

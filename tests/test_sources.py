@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from segmetro.errors import SourceError
+from segmetro.errors import NoInputs, SourceError
 from segmetro.models import Reason, Record, Reject
 from segmetro.sources import (
     STDIN_NAME,
@@ -644,13 +644,36 @@ def test_the_format_is_detected_from_the_first_bytes(head: bytes, name: str, exp
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
+        ("nothing-*.jsonl", "matches no file"),
+        ("empty-dir", "is a directory without files"),
+    ],
+)
+def test_a_glob_or_directory_that_matches_nothing_is_no_inputs(
+    tmp_path: Path, spec: str, message: str
+) -> None:
+    """A quiet day for a cron job, not an error: ``NoInputs`` (exit 0) names the spec."""
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(NoInputs, match=message) as info:
+        open_inputs([str(tmp_path / spec)])
+    assert str(tmp_path / spec) in str(info.value)
+    assert info.value.exit_code == 0
+
+
+def test_an_empty_spec_beside_others_is_only_noted(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"{}\n")
+    inputs = open_inputs([str(tmp_path / "a.jsonl"), str(tmp_path / "none-*.gz")])
+    assert [o.name for o in inputs.objects] == [str(tmp_path / "a.jsonl")]
+    assert inputs.empty_specs == [f"{str(tmp_path / 'none-*.gz')!r} matches no file"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
         ("missing.jsonl", "no such file or directory"),
-        ("nothing-*.jsonl", "no file matches"),
-        ("empty-dir", "holds no files"),
         ("dangling.jsonl", "no such file or directory"),
     ],
 )
-def test_specs_that_match_nothing_are_source_errors(
+def test_named_files_that_do_not_exist_are_source_errors(
     tmp_path: Path, spec: str, message: str
 ) -> None:
     (tmp_path / "empty-dir").mkdir()

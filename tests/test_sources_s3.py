@@ -13,7 +13,7 @@ import pytest
 import s3server
 from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
 
-from segmetro.errors import SourceError
+from segmetro.errors import NoInputs, SourceError
 from segmetro.models import Reason, Record, Reject
 from segmetro.sources import InputSet, _s3, iter_records, open_inputs, read_object
 
@@ -387,7 +387,6 @@ def test_endpoint_from_environment(s3: S3Server, monkeypatch: pytest.MonkeyPatch
     ("spec", "message"),
     [
         ("s3://no-such-bucket/x", "NoSuchBucket"),
-        ("s3://logs/nothing-here/", "no objects under this prefix"),
         ("s3:///key", "no bucket name"),
     ],
 )
@@ -396,6 +395,12 @@ def test_s3_specs_that_cannot_be_listed(s3: S3Server, spec: str, message: str) -
     with pytest.raises(SourceError, match=message) as info:
         open_inputs([spec], endpoint_url=s3.endpoint_url)
     assert spec in str(info.value)
+
+
+def test_an_empty_prefix_is_no_inputs(s3: S3Server) -> None:
+    s3.put("logs", "a.jsonl", b"{}\n")
+    with pytest.raises(NoInputs, match="'s3://logs/nothing-here/' holds no objects"):
+        open_inputs(["s3://logs/nothing-here/"], endpoint_url=s3.endpoint_url)
 
 
 def test_unreachable_endpoint_is_a_source_error(s3: S3Server) -> None:

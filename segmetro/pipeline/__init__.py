@@ -7,7 +7,7 @@ The package owns what happens to an event between its source and its destination
 * ``resume``: which inputs a run skips or resumes from, by their checkpoints;
 * ``ledger``: the one classification against what was sent (``new`` / ``unchanged`` /
   ``changed``), for replay and the plan, and which destination a dry run plans against;
-* ``rejects``: where rejects are counted and written;
+* ``rejects``: where rejects are counted and written; ``outputs``: what a run may write over;
 * ``replay``: sending, with the run's state: lock, run record, ledger and checkpoints.
 
 Imports flow one way: ``cli → plan, verify → pipeline → {sources, mapping, delivery, state}``.
@@ -32,11 +32,8 @@ if TYPE_CHECKING:
         plan_target,
     )
     from segmetro.pipeline.maps import MapReport, SampleReport, run_map, run_sample
-    from segmetro.pipeline.rejects import (
-        SHOWN_REJECTS,
-        RejectSink,
-        check_rejects_path,
-    )
+    from segmetro.pipeline.outputs import check_outputs, replaced_at_end
+    from segmetro.pipeline.rejects import SHOWN_REJECTS, RejectSink
     from segmetro.pipeline.replay import ReplayReport, replay_with_state, run_replay
     from segmetro.pipeline.resume import (
         CheckpointKey,
@@ -58,13 +55,14 @@ __all__ = [
     "SampleReport",
     "against_ledger",
     "changed_reject",
-    "check_rejects_path",
+    "check_outputs",
     "concurrent_conflict",
     "deduplicate",
     "field_diff",
     "plan_resume",
     "plan_target",
     "read_resumed",
+    "replaced_at_end",
     "replay_with_state",
     "run_map",
     "run_replay",
@@ -87,8 +85,9 @@ _HOMES = {
     "SampleReport": "segmetro.pipeline.maps",
     "against_ledger": "segmetro.pipeline.ledger",
     "changed_reject": "segmetro.pipeline.ledger",
-    "check_rejects_path": "segmetro.pipeline.rejects",
+    "check_outputs": "segmetro.pipeline.outputs",
     "concurrent_conflict": "segmetro.pipeline.ledger",
+    "replaced_at_end": "segmetro.pipeline.outputs",
     "field_diff": "segmetro.pipeline.ledger",
     "plan_resume": "segmetro.pipeline.resume",
     "plan_target": "segmetro.pipeline.ledger",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from segmetro.dedup import RunDeduper
+from segmetro.errors import Interrupted
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
 from segmetro.pipeline.rejects import WRITE_BATCH, RejectSink
@@ -53,6 +54,7 @@ def run_map(
 
     counts = counts if counts is not None else Counts()
     with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
+        stream: Iterator[Mapped | Reject] | Iterator[Record | Reject]
         if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
             stream = parallel.run_parallel(
                 mappings,
@@ -64,27 +66,38 @@ def run_map(
             )
             items = deduplicate(stream, deduper, counts)
         else:
-            records = iter_records(inputs, on_bytes=on_bytes)
+            stream = iter_records(inputs, on_bytes=on_bytes)
             items = select(
-                records, mappings, window=window, counts=counts, deduper=deduper, encode=True
+                stream, mappings, window=window, counts=counts, deduper=deduper, encode=True
             )
-        pending: list[bytes] = []
-        for item in items:
-            if isinstance(item, Reject):
-                sink.add(item)
-                continue
-            assert item.line is not None
-            pending.append(item.line)
-            if len(pending) >= WRITE_BATCH:
-                out.write(b"".join(pending))
-                pending.clear()
-        out.write(b"".join(pending))
-        return MapReport(
-            counts=counts,
-            rejects=sink.shown,
-            rejects_path=rejects_path,
-            inputs=len(inputs.objects),
+        report = MapReport(
+            counts=counts, rejects=sink.shown, rejects_path=rejects_path, inputs=len(inputs.objects)
         )
+        pending: list[bytes] = []
+        try:
+            for item in items:
+                if isinstance(item, Reject):
+                    sink.add(item)
+                    continue
+                assert item.line is not None
+                pending.append(item.line)
+                if len(pending) >= WRITE_BATCH:
+                    out.write(b"".join(pending))
+                    pending.clear()
+            out.write(b"".join(pending))
+        except KeyboardInterrupt:
+            raise Interrupted(report) from None
+        finally:
+            _close(items)
+            _close(stream)
+        return report
+
+
+def _close(stream: Iterator[object]) -> None:
+    """Stop a stream now (worker processes with it), not whenever it is collected."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 @dataclass
@@ -136,9 +149,13 @@ def run_sample(mappings: MappingSet, inputs: InputSet, *, window: Window) -> Sam
     report = SampleReport(counts=counts, stats=stats, rejects=[])
     with RejectSink(None) as sink, RunDeduper() as deduper:
         stream = selected(iter_records(inputs), mappings, window=window, counts=counts, stats=stats)
-        for item in deduplicate(_collisions(stream, report), deduper, counts):
-            if isinstance(item, Reject):
-                sink.add(item)
+        try:
+            for item in deduplicate(_collisions(stream, report), deduper, counts):
+                if isinstance(item, Reject):
+                    sink.add(item)
+        except KeyboardInterrupt:
+            report.rejects = sink.shown
+            raise Interrupted(report) from None
     report.rejects = sink.shown
     return report
 

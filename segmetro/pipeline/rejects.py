@@ -8,8 +8,8 @@ from typing import IO
 import orjson
 
 from segmetro.errors import ConfigError
+from segmetro.files import open_private
 from segmetro.models import Reject
-from segmetro.sources import InputSet
 
 #: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
 SHOWN_REJECTS = 20
@@ -49,7 +49,7 @@ class RejectSink:
         try:
             if self._pending_open:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("ab" if self.append else "wb")
+            return open_private(path, append=self.append)
         except OSError as exc:
             raise self._error(exc) from None
 
@@ -99,20 +99,3 @@ class RejectSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_rejects_path(rejects: Path | None, inputs: InputSet, *, overwrite: bool) -> None:
-    """Refuse a rejects file that is one of the inputs, or (for `overwrite`) holds rejects."""
-    if rejects is None or not rejects.exists():
-        return
-    for obj in inputs.objects:
-        if obj.is_local_file(rejects):
-            raise ConfigError(
-                f"--rejects {rejects} is also an input: write the rejects of this run to "
-                "another file."
-            )
-    if overwrite and rejects.stat().st_size > 0:
-        raise ConfigError(
-            f"--rejects {rejects} already holds rejects (the record of events that were not "
-            "billed); this command would overwrite it: choose another file."
-        )

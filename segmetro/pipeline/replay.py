@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -292,13 +293,13 @@ async def run_replay(
         for obj in todo
         if obj.kind != "stdin"
     }
-    main_task = asyncio.current_task()
+    stopper = _Stopper(asyncio.current_task())
     with (
         RejectSink(
             rejects_path, append=state is not None, run_id=run_id, lazy=rejects_lazy
         ) as sink,
         RunDeduper() as deduper,
-        _stop_on_sigterm(main_task),
+        stopper.installed(),
     ):
         outcome = _Delivery(
             counts,
@@ -329,7 +330,7 @@ async def run_replay(
         def outbound() -> Iterator[Outbound]:
             stream = read_resumed(todo, resume, on_bytes=on_bytes, on_finish=outcome.finish)
             for item in select(
-                _until_cancelled(stream, main_task),
+                stopper.until_cancelled(stream),
                 mappings,
                 window=window,
                 counts=counts,
@@ -382,39 +383,58 @@ async def run_replay(
         return report
 
 
-def _until_cancelled(
-    stream: Iterator[Record | Reject], task: asyncio.Task[Any] | None, every: int = 512
-) -> Iterator[Record | Reject]:
-    """Stop reading once the run is being cancelled (Ctrl-C, SIGTERM).
+class _Stopper:
+    """Ctrl-C and SIGTERM end the run like a cancellation: state saved, lock released.
 
-    Reading and mapping run synchronously inside the sender's pull, so a long stretch of input
-    that sends nothing would otherwise hold off the cancellation until the input ends.
+    Reading and mapping run synchronously inside the sender's pull, so the event loop does not
+    get control while a read waits (a pipe whose writer is quiet): the handler then also ends
+    that read, and the input stream ends there; elsewhere it only cancels the run's task.
     """
-    if task is None:
-        yield from stream
-        return
-    for n, item in enumerate(stream):
-        if n % every == 0 and task.cancelling():
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.reading = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.reading:
+            raise _ReadStopped
+
+    def until_cancelled(
+        self, stream: Iterator[Record | Reject], every: int = 512
+    ) -> Iterator[Record | Reject]:
+        """Stop reading once the run is being cancelled."""
+        task = self.task
+        n = 0
+        while True:
+            if task is not None and n % every == 0 and task.cancelling():
+                return
+            self.reading = True
+            try:
+                item = next(stream)
+            except (StopIteration, _ReadStopped):
+                return
+            finally:
+                self.reading = False
+            n += 1
+            yield item
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if self.task is None or threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set signal handlers
             return
-        yield item
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm(task: asyncio.Task[Any] | None) -> Iterator[None]:
-    """SIGTERM (a pod or service stop) ends the run like Ctrl-C: state saved, lock released."""
-    loop = asyncio.get_running_loop()
-    installed = False
-    if task is not None:
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
-            installed = True
-        except (NotImplementedError, RuntimeError, ValueError):
-            installed = False
-    try:
-        yield
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGTERM)
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _ReadStopped(Exception):
+    """Raised by a signal into a read that waits, to end the input stream there."""
 
 
 async def _tick(

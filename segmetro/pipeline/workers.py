@@ -16,6 +16,7 @@ import os
 import pickle
 import queue as queue_module
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -94,13 +95,22 @@ class _WorkerSetup:
 _worker_state: dict[str, Any] = {}
 
 
-def _worker_init(setup: _WorkerSetup, messages: Any) -> None:
+def _worker_init(setup: _WorkerSetup, messages: Any, stop: Any) -> None:
     from segmetro.mapping import load_mapping_text
+
+    # Ctrl-C reaches the whole process group and SIGTERM may too: the parent alone decides,
+    # and stops the workers through ``stop``, so no worker dies mid-chunk or prints a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The parent has read every message before it ends a pool normally; on a stop it reads no
+    # more, and a worker must not wait at exit to flush messages nobody will read.
+    messages.cancel_join_thread()
 
     _worker_state["mappings"] = load_mapping_text(setup.mapping_text, name=setup.mapping_name)
     _worker_state["window"] = Window(now=setup.now, since=setup.since, until=setup.until)
     _worker_state["spill_dir"] = setup.spill_dir
     _worker_state["messages"] = messages
+    _worker_state["stop"] = stop
 
 
 def _worker_task(number: int, obj: Any) -> None:
@@ -112,6 +122,9 @@ def _worker_task(number: int, obj: Any) -> None:
     from segmetro.sources import read_object
 
     messages = _worker_state["messages"]
+    stop = _worker_state["stop"]
+    if stop.is_set():
+        return
     try:
         mappings: MappingSet = _worker_state["mappings"]
         window: Window = _worker_state["window"]
@@ -155,6 +168,8 @@ def _worker_task(number: int, obj: Any) -> None:
                     chunk.append((item.line, item.mapping, record.line, dumps(record.event)))
                 if len(chunk) >= CHUNK_RECORDS:
                     hand_over()
+                    if stop.is_set():
+                        return
             if chunk:
                 hand_over()
             counts.read = counts.unparseable
@@ -197,6 +212,7 @@ def run_parallel(
     assert mappings.source_text is not None
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
+    stop = context.Event()
     spill_dir = tempfile.mkdtemp(prefix="segmetro-map-")
     setup = _WorkerSetup(
         mapping_text=mappings.source_text,
@@ -213,54 +229,61 @@ def run_parallel(
             max_workers=min(workers, len(objects)),
             mp_context=context,
             initializer=_worker_init,
-            initargs=(setup, messages),
+            initargs=(setup, messages, stop),
         ) as pool:
             futures = [pool.submit(_worker_task, n, obj) for n, obj in enumerate(objects)]
+            try:
 
-            def wait_message() -> None:
-                while True:
-                    try:
-                        number, size, consumed, read, extra = messages.get(timeout=1.0)
-                    except queue_module.Empty:
-                        for future in futures:
-                            failure = future.exception() if future.done() else None
-                            if failure is not None:
-                                raise failure from None
-                        continue
-                    break
-                if size < 0:
-                    raise extra
-                counts.read += read
-                if on_bytes is not None:
-                    on_bytes(consumed)
-                announced[number] = size
-                if extra is not None:
-                    finished[number] = extra
-
-            for number, obj in enumerate(objects):
-                path = os.path.join(spill_dir, f"{number:06d}.chunks")
-                done = 0
-                spill: IO[bytes] | None = None
-                try:
+                def wait_message() -> None:
                     while True:
-                        if done < announced[number]:
-                            if spill is None:
-                                spill = open(path, "rb")  # noqa: SIM115 - closed below
-                            while done < announced[number]:
-                                yield from _unpack(pickle.load(spill), obj.name)
-                                done = spill.tell()
+                        try:
+                            number, size, consumed, read, extra = messages.get(timeout=1.0)
+                        except queue_module.Empty:
+                            for future in futures:
+                                failure = future.exception() if future.done() else None
+                                if failure is not None:
+                                    raise failure from None
                             continue
-                        if finished[number] is not None:
-                            break
-                        wait_message()
-                finally:
-                    if spill is not None:
-                        spill.close()
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                part = finished[number]
-                if part is not None:
-                    counts.add(part)
+                        break
+                    if size < 0:
+                        raise extra
+                    counts.read += read
+                    if on_bytes is not None:
+                        on_bytes(consumed)
+                    announced[number] = size
+                    if extra is not None:
+                        finished[number] = extra
+
+                for number, obj in enumerate(objects):
+                    path = os.path.join(spill_dir, f"{number:06d}.chunks")
+                    done = 0
+                    spill: IO[bytes] | None = None
+                    try:
+                        while True:
+                            if done < announced[number]:
+                                if spill is None:
+                                    spill = open(path, "rb")  # noqa: SIM115 - closed below
+                                while done < announced[number]:
+                                    yield from _unpack(pickle.load(spill), obj.name)
+                                    done = spill.tell()
+                                continue
+                            if finished[number] is not None:
+                                break
+                            wait_message()
+                    finally:
+                        if spill is not None:
+                            spill.close()
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                    part = finished[number]
+                    if part is not None:
+                        counts.add(part)
+            except BaseException:
+                # Ctrl-C, SIGTERM, an error, or the reader stopped early: end the workers now
+                # (each stops after its current chunk) instead of letting them finish the job.
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         messages.close()
         shutil.rmtree(spill_dir, ignore_errors=True)

@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from segmetro.errors import ConfigError, SourceError
+from segmetro.errors import ConfigError, NoInputs, SourceError
 from segmetro.models import Record, Reject
 from segmetro.sources.formats import FORMATS, Format
 from segmetro.sources.inputs import InputKind, InputObject, InputSet
@@ -55,6 +55,7 @@ from segmetro.sources.local import (
     FileInput,
     StreamInput,
     UnreadableInput,
+    empty_reason,
     expand_local,
 )
 from segmetro.sources.shard import SHARD_INDEX_VARIABLES, Shard, parse_shard
@@ -92,15 +93,17 @@ def open_inputs(
 
     ``since``/``until`` (naive = UTC) and ``source_ids`` only prune S3 objects laid out as
     Segment's ``…/segment-logs/<source-id>/<received-day-ms>/…``; pruned objects are counted
-    in ``skipped_objects`` / ``skipped_bytes``. With ``shard`` only that shard's objects are
-    kept (``shard``), counted after de-duplication so every shard splits the same list. Raises
-    ``SourceError`` naming a spec that does not exist, matches nothing, or cannot be listed.
+    in ``skipped_objects`` / ``skipped_bytes``. A glob, directory or S3 prefix may stand for no
+    object (``empty_specs``); when every spec does, ``NoInputs`` says which. With ``shard`` only
+    that shard's objects are kept, counted after de-duplication so every shard splits the same
+    list. Raises ``SourceError`` naming a spec that does not exist or cannot be listed.
     """
     if not specs:
         raise SourceError("no input given")
     objects: list[InputObject] = []
     seen: set[str] = set()
     skipped = skipped_bytes = 0
+    empty: list[str] = []
     for spec in specs:
         found: list[InputObject]
         if spec == "-":
@@ -113,12 +116,18 @@ def open_inputs(
             )
             skipped += n
             skipped_bytes += nbytes
+            if not found and not n:
+                empty.append(f"{spec!r} holds no objects")
         else:
             found = expand_local(spec)
+            if not found:
+                empty.append(f"{spec!r} {empty_reason(spec)}")
         for obj in found:
             if obj.name not in seen:
                 seen.add(obj.name)
                 objects.append(obj)
+    if not objects and len(empty) == len(specs):
+        raise NoInputs("no inputs: " + "; ".join(empty))
     other_shards = 0
     if shard is not None:
         if shard.count > 1 and any(obj.kind == "stdin" for obj in objects):
@@ -138,6 +147,7 @@ def open_inputs(
         skipped_bytes=skipped_bytes,
         shard=shard,
         other_shards=other_shards,
+        empty_specs=empty,
     )
 
 

@@ -158,8 +158,6 @@ def list_objects(
                 )
     except (ClientError, BotoCoreError) as exc:
         raise SourceError(f"input {spec!r}: cannot list objects: {_error_text(exc)}") from None
-    if listed == 0:
-        raise SourceError(f"input {spec!r}: no objects under this prefix")
     return objects, skipped, skipped_bytes
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from segmetro.models import Record, Reject
@@ -84,6 +84,9 @@ class InputSet:
             return None
         total = len(self.objects) + self.other_shards
         return f"{self.shard.describe()}: {len(self.objects)} of {total} input objects"
+
+    #: specs (glob, directory, S3 prefix) that stood for no object at all, and why
+    empty_specs: list[str] = field(default_factory=list)
 
 
 def read_stored(

@@ -132,7 +132,8 @@ def _read_path(
 ) -> Iterator[Record | Reject]:
     """Stream a local file; one that cannot be opened is one reject at line 0."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        # unbuffered: each read is one system call, which returns what a pipe holds so far
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         yield Reject(reason=Reason.UNREADABLE, detail=exc.strerror or str(exc), source=f"{path}:0")
         return
@@ -160,16 +161,25 @@ def _chunks(
 
 
 def expand_local(spec: str) -> list[InputObject]:
-    """The objects one local spec (a path, a directory or a glob) stands for, sorted by path."""
+    """The objects one local spec (a path, a directory or a glob) stands for, sorted by path.
+
+    A glob that matches nothing and a directory without files stand for no object (a quiet
+    day for a cron job); a named path that does not exist is a ``SourceError``.
+    """
     if not os.path.lexists(spec) and _GLOB_CHARS.intersection(spec):
         matches = sorted(glob.glob(spec, recursive=True))
-        if not matches:
-            raise SourceError(f"input {spec!r}: no file matches this pattern")
         out: list[InputObject] = []
         for match in matches:
             out.extend(_expand_path(match, spec, top=False))
         return out
     return _expand_path(spec, spec, top=True)
+
+
+def empty_reason(spec: str) -> str:
+    """Why a local spec that stands for no object is empty, for the "no inputs" message."""
+    if os.path.isdir(spec):
+        return "is a directory without files"
+    return "matches no file"
 
 
 def _expand_path(path: str, spec: str, *, top: bool) -> list[InputObject]:
@@ -184,10 +194,7 @@ def _expand_path(path: str, spec: str, *, top: bool) -> list[InputObject]:
             raise SourceError(f"input {spec!r}: {exc.strerror or exc}") from None
         return [UnreadableInput(path, exc.strerror or str(exc))]
     if stat.S_ISDIR(st.st_mode):
-        objects = _walk(path, spec)
-        if not objects and top:
-            raise SourceError(f"input {spec!r}: the directory holds no files")
-        return objects
+        return _walk(path, spec)
     if stat.S_ISREG(st.st_mode):
         return [_file_input(path, st)]
     if top:

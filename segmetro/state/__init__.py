@@ -101,7 +101,10 @@ def require_state(spec: str | Path) -> None:
     """Refuse a state that does not exist yet, before anything else is checked."""
     if not state_exists(spec):
         what = "PostgreSQL state" if is_database_url(spec) else "state file"
-        raise StateError(f"{what} {redact(spec)} does not exist")
+        raise StateError(
+            f"{what} {redact(spec)} does not exist: give the --state of the runs (or the "
+            "--mapping replay ran with, whose default state file is beside it)."
+        )
 
 
 def rejects_dir(spec: str | Path, mapping: Path) -> Path:

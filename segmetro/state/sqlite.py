@@ -22,6 +22,7 @@ from urllib.parse import quote
 import orjson
 
 from segmetro.errors import ConfigError, LockedError, StateError
+from segmetro.files import create_private
 from segmetro.state.records import (
     _LEDGER_COLUMNS,
     DEFAULT_API_URL,
@@ -289,6 +290,8 @@ class StateDB(SqlState):
         file: it must exist, and a file of an older schema is migrated in a copy in memory.
         """
         path = Path(path)
+        if path.is_dir():
+            raise StateError(f"state file {path} is a directory: give the state file's path.")
         if readonly:
             return cls._open_readonly(path)
         try:
@@ -296,9 +299,12 @@ class StateDB(SqlState):
         except OSError as exc:
             raise StateError(f"cannot create the directory of state file {path}: {exc}") from exc
         try:
+            create_private(path)
             conn = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
             )
+        except OSError as exc:
+            raise StateError(f"cannot open state file {path}: {exc.strerror}") from None
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {path}: {exc}") from exc
         try:
