@@ -837,6 +837,14 @@ const T_ODD = [
   'properties.items.length >= 2',
 ]
 
+// An undefined condition in Segment's tree (an empty group, `()`): validate() throws a
+// TypeError whenever evaluation reaches it, which and/or short-circuiting may hide on a given event.
+function hasHole(node) {
+  if (node === undefined || node === null) return true
+  if (node.type === 'group') return node.children.some(hasHole)
+  return false
+}
+
 function triggerCases(events) {
   const triggers = [...T_ODD]
   while (triggers.length < TRIGGERS) triggers.push(tExpr(2))
@@ -862,6 +870,7 @@ function triggerCases(events) {
         trigger,
         parse_error: parseError,
         throws_on_some_event: throwsAny,
+        ast_has_hole: parseError === null && hasHole(ast),
         event: events[index],
         ...results[index],
       })
