@@ -145,6 +145,7 @@ function makeEvent() {
     ['n', maybe(pick(NUMBERS), 0.2)],
     ['s', maybe(scalar(), 0.1)],
     ['deep', maybe({ x: { y: { z: pick(['zz', null, 0, false, '']) } } }, 0.3)],
+    ['atkey', maybe({ '@path': '$.userId' }, 0.7)],
   ])
   const traits = obj([
     ['email', maybe(pick(['Ann@Example.COM', 'bob@example.com', '', null]))],
@@ -235,6 +236,7 @@ const PATHS = [
   '$.properties.deep.x.y.z.w',
   '$.properties.missing',
   '$.properties.missing.deeper',
+  '$.properties.atkey',
   '$.traits.email',
   '$.traits.name',
   '$.traits.age',
@@ -614,6 +616,7 @@ function expr(depth, directive) {
 
 // a non-directive object or array around directives
 function container(depth) {
+  if (chance(0.05)) return { k: sub(depth), '@nope': 1 }
   if (chance(0.5)) return [sub(depth), sub(depth)]
   return { k: sub(depth), 'a b': sub(depth), n: pick([1, null, 'x']) }
 }
@@ -644,6 +647,12 @@ const FIXED = [
   { '@template': { '@path': '$.properties.tpl' } },
   { '@path': { '@template': '$.properties.{{properties.text}}' } },
   { '@case': { operator: 'UPPER', value: { '@path': '$.traits.name' } } },
+  { '@path': '$.properties.atkey' },
+  { '@json': { mode: 'encode', value: { '@path': '$.properties' } } },
+  { '@path': '$.userId', other: 1 },
+  { '@path': '$.userId', '@template': '{{userId}}' },
+  { '@unknown': 1 },
+  { '@path': '$.userId', _metadata: { x: 1 } },
 ]
 
 // ------------------------------------------------------------------ evaluation
@@ -671,7 +680,7 @@ function jsonSafe(value) {
 function rootDirective(expression) {
   if (expression !== null && typeof expression === 'object' && !Array.isArray(expression)) {
     const key = Object.keys(expression).find((k) => k.startsWith('@'))
-    if (key) return key
+    if (DIRECTIVES.includes(key)) return key
   }
   return 'plain'
 }
