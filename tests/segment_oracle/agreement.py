@@ -1,8 +1,11 @@
 """Print segmetro's agreement with Segment's golden answers, per directive and for triggers.
 
+"agree" counts raw agreement; cases covered by DIFFERENCES (which the tests accept) are noted.
+
     python tests/segment_oracle/agreement.py                 # the table
     python tests/segment_oracle/agreement.py --show 5        # and 5 disagreements per class
-    python tests/segment_oracle/agreement.py --only @path --show 50
+    python tests/segment_oracle/agreement.py --only @path --kind value --show 50
+    python tests/segment_oracle/agreement.py --id m13 --id t4-e9  # cases, agreeing or not
 
 The comparison rules live in tests/test_segment_golden.py and tests/test_triggers_golden.py;
 this script only counts what they decide.
@@ -33,7 +36,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show", type=int, default=0, help="disagreements to print per class")
     parser.add_argument("--only", action="append", help="a class to report (repeatable)")
+    parser.add_argument("--kind", choices=("validation", "throw", "value"), help="show only these")
+    parser.add_argument("--id", action="append", help="cases to print (m13: all of expression 13)")
     args = parser.parse_args()
+    if args.id:
+        everything = [*verdicts(), *trigger_verdicts()]
+        for verdict in everything:
+            if any(verdict.case.id == n or verdict.case.id.startswith(n + "-") for n in args.id):
+                print(("agrees  " if verdict.agrees else "DIFFERS ") + verdict.describe())
+        return 0
     wanted = args.only or [*CLASSES, "triggers"]
     print(
         f"{'class':18} {'cases':>6} {'agree':>6} {'rate':>7}  validation/throw/value"
@@ -63,7 +74,8 @@ def main() -> int:
             f"{name:18} {len(results):6} {ok:6} {rate:6.1f}%  "
             f"{kinds['validation']}/{kinds['throw']}/{kinds['value']}{note}"
         )
-        shown.extend(v.describe() for v in wrong[: args.show])
+        picked = [v for v in wrong if args.kind in (None, v.kind)]
+        shown.extend(v.describe() for v in picked[: args.show])
     print(f"{'all':18} {total:6} {agreed:6} {100.0 * agreed / max(total, 1):6.1f}%")
     for text in shown:
         print(text)
