@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -288,6 +289,10 @@ def test_the_corpus_is_segments_current_release_and_large_enough() -> None:
     meta = json.loads((GOLDEN / "meta.json").read_text(encoding="utf-8"))
     package = json.loads((GOLDEN.parent / "package.json").read_text(encoding="utf-8"))
     assert meta["packages"] == package["dependencies"]
+    generator = (GOLDEN.parent / "generate.js").read_bytes()
+    assert meta["generator_sha256"] == hashlib.sha256(generator).hexdigest(), (
+        "generate.js changed after the goldens: regenerate (tests/segment_oracle/README.md)"
+    )
     cases = load_cases()
     assert len(cases) == meta["counts"]["mapping"] >= 3000
     assert {case.directive for case in cases} == set(CLASSES)

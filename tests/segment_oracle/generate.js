@@ -13,6 +13,7 @@ process.env.TZ = 'UTC'
 const fs = require('fs')
 const path = require('path')
 const zlib = require('zlib')
+const crypto = require('crypto')
 const { transform } = require('@segment/actions-core/mapping-kit')
 const validateMapping = require('@segment/actions-core/mapping-kit/validate').default
 const { parseFql, validate: validateTrigger } = require('@segment/destination-subscriptions')
@@ -897,6 +898,8 @@ function main() {
   const version = (name) => lock.packages[`node_modules/${name}`].version
   const meta = {
     seed: SEED,
+    // the goldens are stale when generate.js changed after them (tests compare this hash)
+    generator_sha256: crypto.createHash('sha256').update(fs.readFileSync(__filename)).digest('hex'),
     node: process.version,
     packages: {
       '@segment/actions-core': version('@segment/actions-core'),
