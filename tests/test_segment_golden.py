@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,17 @@ class Verdict(NamedTuple):
         )
 
 
+def segment_reasons(message: str) -> list[str]:
+    """validate's reasons without their paths: ``/v/@case/value should be ... a number.`` →
+    ``should be ... a number``."""
+    return [re.sub(r"^/\S*\s+", "", line).rstrip(".") for line in message.splitlines() if line]
+
+
+def quotes_segments_reason(verdict: Verdict) -> bool:
+    """Whether segmetro's refusal gives one of Segment's reasons."""
+    return any(r and r in verdict.segmetro.detail for r in segment_reasons(verdict.segment.detail))
+
+
 def difference_for(case: Case) -> Difference | None:
     return next((d for d in DIFFERENCES if d.applies(case)), None)
 
@@ -314,6 +326,20 @@ def test_segmetro_agrees_with_segment(directive: str) -> None:
         pytest.fail(
             f"{directive}: {len(results) - len(wrong)}/{len(results)} cases agree with Segment "
             f"({len(wrong)} disagree: {by_kind}); first ones:\n{shown}",
+            pytrace=False,
+        )
+
+
+def test_refusals_give_segments_reason() -> None:
+    """Issue 12: a mapping Segment's validate refuses is refused with Segment's reason."""
+    both = [v for v in verdicts() if v.segment.kind == v.segmetro.kind == "refused"]
+    assert both, "no mapping that both refuse"
+    silent = [v for v in both if not quotes_segments_reason(v)]
+    if silent:
+        shown = "\n".join(v.describe() for v in silent[:8])
+        pytest.fail(
+            f"{len(both) - len(silent)}/{len(both)} refusals give Segment's reason; first ones:\n"
+            f"{shown}",
             pytrace=False,
         )
 

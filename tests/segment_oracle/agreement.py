@@ -14,22 +14,14 @@ this script only counts what they decide.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.test_segment_golden import CLASSES, Verdict, difference_for, verdicts
+from tests.test_segment_golden import CLASSES, difference_for, quotes_segments_reason, verdicts
 from tests.test_triggers_golden import trigger_verdicts
-
-
-def shows_segments_reason(verdict: Verdict) -> bool:
-    """Whether segmetro's refusal quotes Segment's reason (its first one, without the path)."""
-    first = verdict.segment.detail.splitlines()[0] if verdict.segment.detail else ""
-    reason = re.sub(r"^/\S*\s+", "", first).rstrip(".")
-    return bool(reason) and reason in verdict.segmetro.detail
 
 
 def main() -> int:
@@ -61,7 +53,7 @@ def main() -> int:
             results = verdicts(name)
             listed = sum(1 for v in results if not v.agrees and difference_for(v.case))
             refused = [v for v in results if v.segment.kind == v.segmetro.kind == "refused"]
-            quoted = sum(shows_segments_reason(v) for v in refused)
+            quoted = sum(quotes_segments_reason(v) for v in refused)
         wrong = [v for v in results if not v.agrees]
         kinds = Counter(v.kind for v in wrong)
         ok = len(results) - len(wrong)
