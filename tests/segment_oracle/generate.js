@@ -91,6 +91,16 @@ const STRINGS = [
 ]
 const NUMBERS = [0, 1, -1, 2, 1.5, -2.25, 100, 1e21, 1e-7, 0.1, 42]
 
+// Segment reads a bare string as text; segmetro's own syntax reads a bare `$…` string as
+// JSONPath (a documented difference), so bare strings in expressions never start with `$`.
+// Inside @literal they may: there both must keep the text.
+const BARE_STRINGS = STRINGS.filter((s) => !s.startsWith('$'))
+
+function bareScalar() {
+  const value = scalar()
+  return typeof value === 'string' && value.startsWith('$') ? pick(BARE_STRINGS) : value
+}
+
 function scalar() {
   const r = rand()
   if (r < 0.1) return null
@@ -395,16 +405,16 @@ const LIQUID = [
   '',
 ]
 
-function literalValue(depth = 0) {
+function literalValue(depth = 0, dollar = false) {
   const r = rand()
-  if (r < 0.45 || depth > 1) return scalar()
+  if (r < 0.45 || depth > 1) return dollar ? scalar() : bareScalar()
   if (r < 0.7) {
     const out = {}
     const n = int(3)
-    for (let i = 0; i < n; i++) out[pick(['k', 'x', 'a b', 'ü', '0', 'n'])] = literalValue(depth + 1)
+    for (let i = 0; i < n; i++) out[pick(['k', 'x', 'a b', 'ü', '0', 'n'])] = literalValue(depth + 1, dollar)
     return out
   }
-  if (r < 0.85) return [literalValue(depth + 1), literalValue(depth + 1)].slice(0, 1 + int(2))
+  if (r < 0.85) return [literalValue(depth + 1, dollar), literalValue(depth + 1, dollar)].slice(0, 1 + int(2))
   return expr(1, null)
 }
 
@@ -432,8 +442,8 @@ function leaf() {
   if (r < 0.6) return { '@path': pathValue() }
   if (r < 0.75) return { '@template': templateValue() }
   if (r < 0.85) return { '@literal': scalar() }
-  if (r < 0.92) return scalar()
-  return pick(STRINGS.filter((s) => !s.startsWith('$')))
+  if (r < 0.92) return bareScalar()
+  return pick(BARE_STRINGS)
 }
 
 function sub(depth) {
@@ -442,7 +452,7 @@ function sub(depth) {
 }
 
 function stringSub(depth) {
-  if (chance(0.3)) return pick(STRINGS)
+  if (chance(0.3)) return pick(BARE_STRINGS)
   return sub(depth)
 }
 
@@ -459,7 +469,7 @@ function optionalFlag(name, out) {
 const BUILDERS = {
   '@path': () => pathValue(),
   '@template': () => templateValue(),
-  '@literal': (depth) => (chance(0.3) ? expr(depth, null) : literalValue()),
+  '@literal': (depth) => (chance(0.3) ? expr(depth, null) : literalValue(0, true)),
   '@if': (depth) => {
     const out = {}
     const kind = chance(0.6) ? 'exists' : 'blank'
