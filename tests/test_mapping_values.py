@@ -116,9 +116,12 @@ def test_path_directive(expr: str, expected: Any) -> None:
         ("{{properties.tags}}", "a,b"),
         ("{{properties.tags[1]}}", "b"),
         ("{{properties.items.0.id}}", "i1"),
-        # Segment HTML-escapes {{x}} but not {{{x}}}
-        ("{{userId}}", "u&#x2F;1&amp;2"),
+        # no HTML escaping, in either form (Segment's placeholders.ts, not mustache)
+        ("{{userId}}", "u/1&2"),
         ("{{{userId}}}", "u/1&2"),
+        ("{{properties['weird key']}}", "w"),
+        ("{{properties.plan.length}}", "10"),
+        ("{{properties.plan[0]}}", "E"),
         ("{{messageId}}}", "ajs-1}"),
         ("no placeholders", "no placeholders"),
         ("", ""),
@@ -132,7 +135,11 @@ def test_template(template: str, expected: str) -> None:
     ("expr", "expected"),
     [
         ('{"@literal": "$.not.a.path"}', "$.not.a.path"),
-        ('{"@literal": {"@path": "$.x", "n": 1}}', {"@path": "$.x", "n": 1}),
+        # directives inside @literal are resolved (Segment resolves its value); strings are text
+        (
+            '{"@literal": {"a": {"@path": "$.context.groupId"}, "n": "$.x"}}',
+            {"a": "acme", "n": "$.x"},
+        ),
         ("plain text", "plain text"),
         ("42", 42),
         ("1.5", 1.5),
@@ -235,9 +242,16 @@ def test_replace(args: dict[str, Any], expected: Any) -> None:
             '"direction": "left"}}',
             {"x": 1, "y": 3},
         ),
+        # Object.assign: a string spreads its characters, a missing object adds nothing
         (
-            '{"@merge": {"objects": ["$.nope", "$.event", {"a": 1}], "direction": "right"}}',
-            {"a": 1},
+            '{"@merge": {"objects": ["$.nope", "$.properties.plan", {"a": 1}], '
+            '"direction": "right"}}',
+            {**{str(i): c for i, c in enumerate("Enterprise")}, "a": 1},
+        ),
+        # a later undefined value removes the key
+        (
+            '{"@merge": {"objects": [{"x": 1}, {"x": "$.nope"}], "direction": "right"}}',
+            {},
         ),
     ],
 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from segmetro.jsvalue import js_number
+from segmetro.mapping.kit import KitThrow, output_value
 from segmetro.mapping.timestamps import is_normal_form, normalize_timestamp
 from segmetro.mapping.values import (
     MISSING,
@@ -59,6 +60,8 @@ class FieldSpec:
     name: str
     expr: Expr
     source: str
+    #: the value can hold NaN or an infinity (``@json`` decoding): the output check walks it
+    nonfinite: bool = False
 
 
 class FieldStatsRow(NamedTuple):
@@ -183,6 +186,10 @@ class Mapping:
         if isinstance(exc, ExpressionFailure):
             name = ".".join([spec.name, *exc.keys])
             return _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}")
+        if isinstance(exc, KitThrow):
+            return _Rejected(
+                Reason.MAPPING_ERROR, f"{spec.name}: Segment's mapping-kit throws: {exc}"
+            )
         return _Rejected(
             Reason.EXPRESSION_ERROR,
             f"{spec.name}: expression {spec.source} failed: {type(exc).__name__}: {exc}",
@@ -240,6 +247,8 @@ class Mapping:
                 Reason.INVALID_FIELD,
                 f"properties: expected an object, got {describe(value)} (expression {spec.source})",
             )
+        value = output_value(value, walk=spec.nonfinite)
+        assert isinstance(value, dict)
         if not self.string_properties:
             return value
         return _stringify_properties(value)
@@ -257,7 +266,7 @@ class _Rule(NamedTuple):
 _RULES: dict[str, _Rule] = {
     "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
     "timestamp": _Rule("_timestamp", "type({v}) is str and _normal({v})"),
-    "properties": _Rule("_properties", "type({v}) is dict and not _strings"),
+    "properties": _Rule("_properties", "False"),
 }
 _ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
 
