@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from segmetro.jsvalue import js_number
-from segmetro.mapping.kit import KitThrow, output_value
+from segmetro.mapping.kit import KitThrow, is_plain_json, output_value
 from segmetro.mapping.timestamps import is_normal_form, normalize_timestamp
 from segmetro.mapping.values import (
     MISSING,
@@ -266,7 +266,7 @@ class _Rule(NamedTuple):
 _RULES: dict[str, _Rule] = {
     "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
     "timestamp": _Rule("_timestamp", "type({v}) is str and _normal({v})"),
-    "properties": _Rule("_properties", "False"),
+    "properties": _Rule("_properties", "type({v}) is dict and _as_is and _plain({v})"),
 }
 _ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
 
@@ -282,7 +282,10 @@ def _compile(mapping: Mapping) -> Callable[[JsonObject], JsonObject]:
     names: dict[str, Any] = {
         "_MAX_TID": MAX_TRANSACTION_ID,
         "_normal": is_normal_form,
-        "_strings": mapping.string_properties,
+        # plain JSON properties go out as they are, unless turned into strings or NaN is possible
+        "_as_is": not mapping.string_properties
+        and not any(spec.nonfinite for spec in mapping.fields if spec.name == "properties"),
+        "_plain": is_plain_json,
         "MISSING": MISSING,
     }
     body: list[str] = []

@@ -1166,14 +1166,20 @@ _DIRECTIVES: Final[dict[str, Directive]] = {
 }
 
 
+def is_plain_json(value: Any) -> bool:
+    """Whether `value` is plain JSON whose integers JavaScript holds exactly, so that
+    :func:`to_output` would return it unchanged (NaN and infinities aside): ``orjson`` checks
+    it in C."""
+    try:
+        orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:
+        return False
+    return True
+
+
 def output_value(value: Any, *, walk: bool = False) -> Any:
-    """:func:`to_output` of a field's value, skipped when ``orjson`` finds it plain JSON with
-    integers JavaScript holds exactly (the common case); `walk` forces it (NaN possible)."""
-    if not walk:
-        try:
-            orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
-        except TypeError:
-            pass
-        else:
-            return value
+    """:func:`to_output` of a field's value, skipped when it is plain JSON already (the common
+    case); `walk` forces it (the value can hold NaN)."""
+    if not walk and is_plain_json(value):
+        return value
     return to_output(value)
