@@ -19,7 +19,7 @@ from urllib.parse import quote
 from liquid import Environment
 from liquid.builtin.output import Output, OutputNode
 from liquid.context import RenderContext
-from liquid.exceptions import LiquidError
+from liquid.exceptions import LiquidError, LiquidSyntaxError
 from liquid.stream import TokenStream
 from liquid.tag import Tag
 from liquid.undefined import Undefined
@@ -102,7 +102,7 @@ class _DisabledTag(Tag):
     block = False
 
     def parse(self, stream: TokenStream) -> NoReturn:
-        raise LiquidError(f'tag "{self.name}" is disabled', token=stream.current)
+        raise LiquidSyntaxError(f'tag "{self.name}" is disabled', token=stream.current)
 
 
 def _disabled_filter(name: str) -> Callable[..., NoReturn]:
@@ -310,6 +310,11 @@ def _data(value: Any) -> Any:
 _KEYWORD_MEMBER: Final = re.compile(r"(?<=[A-Za-z0-9_\]])\.(empty|blank)(?![A-Za-z0-9_-])")
 
 
+def _message(exc: Exception) -> str:
+    """An engine error's own message, without python-liquid's source excerpt."""
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
 def liquid_expr(template: Any) -> Expr:
     """``evaluateLiquid``: the template compiled once; a failure rejects the event."""
     if not isinstance(template, str):
@@ -321,13 +326,13 @@ def liquid_expr(template: Any) -> Expr:
     try:
         compiled = _env().from_string(_KEYWORD_MEMBER.sub(r'["\1"]', template))
     except LiquidError as exc:
-        return thrower(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return thrower(_message(exc))
 
     def evaluate(payload: Any) -> str:
         data = _data(payload)
         try:
             return compiled.render(**data) if isinstance(data, dict) else compiled.render()
         except (LiquidError, ArithmeticError, TypeError, ValueError) as exc:
-            raise KitThrow(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise KitThrow(_message(exc)) from None
 
     return evaluate
