@@ -169,7 +169,7 @@ def _write(value: Any, out: list[str]) -> None:
     if value is None or value is True or value is False:
         out.append("null" if value is None else "true" if value else "false")
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_json_string(value))
     elif isinstance(value, int | float):
         number = float(js_parse_number(value)) if isinstance(value, int) else value
         if isinstance(value, int) and -MAX_SAFE <= value <= MAX_SAFE:
@@ -198,12 +198,23 @@ def _write(value: Any, out: list[str]) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(_json_string(key))
             out.append(":")
             _write(item, out)
         out.append("}")
     else:
         out.append("null")
+
+
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _json_string(text: str) -> str:
+    """A JSON string as ``JSON.stringify`` writes it (a lone surrogate as ``\\udXXX``)."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    if text.isascii():
+        return quoted
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", quoted)
 
 
 def _reject_constant(name: str) -> NoReturn:

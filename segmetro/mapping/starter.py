@@ -184,7 +184,11 @@ def mapping_from_segment(action: Any, *, source_name: str) -> str:
     except MappingFileError as exc:
         raise ConfigError(f"{source_name}: the converted mapping does not load: {exc}") from None
     if loaded.warnings:
+        shift = 1 + len(loaded.warnings)  # the lines of these notes
         notes = ["# segmetro validate warns about what Segment does with these triggers:"]
-        notes += [f"#   {warning}" for warning in loaded.warnings]
+        notes += [
+            f"#   line {(w.line or 0) + shift}: mapping {w.mapping!r}: {w.message}"
+            for w in loaded.warnings
+        ]
         text = text.replace("version: 1\n", "\n".join(notes) + "\nversion: 1\n", 1)
     return text
