@@ -210,6 +210,29 @@ def _truncate(value: Any, length: Any = 50, ellipsis: Any = "...") -> Any:
     return text[: max(int(size) - len(tail), 0)] + tail
 
 
+def _join(value: Any, separator: Any = None) -> str:
+    """LiquidJS's ``join``: ``Array.prototype.join`` (null items are empty), ' ' by default."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    glue = " " if separator is None or isinstance(separator, Undefined) else js_output(separator)
+    return glue.join(
+        "" if item is None or isinstance(item, Undefined) else js_string(item) for item in items
+    )
+
+
+def _size(value: Any) -> int:
+    """LiquidJS's ``size``: the length of a string (UTF-16 units) or an array, else 0."""
+    if isinstance(value, str):
+        return js_length(value)
+    return len(value) if isinstance(value, list) else 0
+
+
+def _sum(value: Any, prop: Any = None) -> float:
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    if prop is not None and not isinstance(prop, Undefined):
+        items = [item.get(js_output(prop)) if isinstance(item, dict) else None for item in items]
+    return float(sum(_number(item) for item in items))
+
+
 def _json(value: Any, space: Any = 0) -> Any:
     """LiquidJS's ``json``: ``JSON.stringify`` (undefined prints nothing)."""
     if isinstance(value, Undefined):
@@ -275,6 +298,11 @@ def _environment() -> Environment:
             "last": _last,
             "truncate": _truncate,
             "json": _json,
+            "join": _join,
+            "size": _size,
+            "sum": _sum,
+            "append": lambda value, tail: js_output(value) + js_output(tail),
+            "prepend": lambda value, head: js_output(head) + js_output(value),
             "date": _date,
             "url_encode": _url_encode,
         }
