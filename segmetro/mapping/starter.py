@@ -42,7 +42,7 @@ mappings:
       # Other value forms (see the docs):
       #   "literal text"                                   any value that is not a $-string
       #   {"@literal": "$not-a-path"}                      a string that starts with $
-      #   {"@path": "$.properties.plan"}                   Segment's spelling of a path
+      #   {"@path": "properties.plan name"}                Segment's path (its get: dots, [0], .length)
       #   {"@template": "{{{messageId}}}-cpu"}             text with {{path}} / {{{path}}}
       #   {"@coalesce": [$.context.groupId, $.userId]}     first value that is present
       #   {"@if": {"exists": $.properties.seats, "then": "seats", "else": "other"}}
@@ -50,6 +50,8 @@ mappings:
       #   {"@replace": {"value": $.event, "pattern": " ", "replacement": "_"}}
       #   {"@merge": {"objects": [$.properties, {"source": "replay"}], "direction": "right"}}
       #   {"@hash": [$.userId, $.timestamp]}               hex SHA-256 id for sources without one
+      # Every Segment mapping-kit directive means what it means in Segment (@arrayPath, @flatten,
+      # @json, @transform, @excludeWhenNull and @liquid too); README, "Mapping files".
       #   {"@string": $.properties.amount}, {"@number": $.properties.amount}
       # properties may also be an object of expressions:
       #   properties:
