@@ -405,6 +405,7 @@ def test_big_integers_are_javascript_numbers() -> None:
         ('[{"@nope": 1}]', "@nope is not a valid directive, got undefined"),
         ('{"@liquid": "{% for x in y %}{% endfor %}"}', 'tag "for" is disabled'),
         ('{"@liquid": "{{ event | reverse }}"}', 'filter "reverse" is disabled'),
+        ('{"@liquid": "{% ifchanged %}x{% endifchanged %}"}', 'tag "ifchanged" not found'),
         (
             '{"@replace": {"value": "$.event", "pattern": "O", "pattern2": "much-too-long"}}',
             '@replace requires a "pattern" less than 10 characters',
@@ -459,6 +460,9 @@ def test_replace_folds_case_as_javascript(args: dict[str, Any], expected: str) -
             "13.5 enterprise",
         ),
         ('{"@liquid": "{{ properties.count | divided_by: 2 }}"}', "1.5"),  # JavaScript division
+        ('{"@liquid": "{{ properties.mixed | join }}|{{ properties.plan | size }}"}', "1 a|10"),
+        ('{"@liquid": "{{ properties.plan | remove_last: \\"e\\" }}"}', "Enterpris"),
+        ('{"@liquid": "{% echo properties.whole %}{{ properties.tags | first }}"}', "1a"),
     ],
 )
 def test_segment_directives(expr: str, expected: Any) -> None:

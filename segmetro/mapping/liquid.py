@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from liquid import Environment
 from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import RenderContext
 from liquid.exceptions import LiquidError, LiquidSyntaxError
 from liquid.stream import TokenStream
@@ -94,6 +95,28 @@ class _JsOutputNode(OutputNode):
 
 class _JsOutput(Output):
     node_class = _JsOutputNode
+
+
+class _JsEchoNode(EchoNode):
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        return buffer.write(js_output(self.expression.evaluate(context)))
+
+
+class _JsEcho(EchoTag):
+    node_class = _JsEchoNode
+
+
+class _UnknownTag(Tag):
+    """A tag python-liquid has and LiquidJS does not."""
+
+    block = False
+
+    def parse(self, stream: TokenStream) -> NoReturn:
+        raise LiquidSyntaxError(f'tag "{self.name}" not found', token=stream.current)
+
+
+#: python-liquid's tags that LiquidJS does not know.
+_NOT_IN_LIQUIDJS: Final = ("ifchanged", "doc")
 
 
 class _DisabledTag(Tag):
@@ -233,6 +256,19 @@ def _sum(value: Any, prop: Any = None) -> float:
     return float(sum(_number(item) for item in items))
 
 
+def _remove_last(value: Any, pattern: Any) -> str:
+    return _replace_last(value, pattern, "")
+
+
+def _replace_last(value: Any, pattern: Any, replacement: Any) -> str:
+    """LiquidJS's ``replace_last``: the last occurrence of the text replaced."""
+    text, old = js_output(value), js_output(pattern)
+    index = text.rfind(old)
+    if index < 0:
+        return text
+    return text[:index] + js_output(replacement) + text[index + len(old) :]
+
+
 def _json(value: Any, space: Any = 0) -> Any:
     """LiquidJS's ``json``: ``JSON.stringify`` (undefined prints nothing)."""
     if isinstance(value, Undefined):
@@ -287,6 +323,11 @@ def _url_encode(value: Any) -> str:
 def _environment() -> Environment:
     env = Environment(strict_filters=False)
     env.tags["output"] = _JsOutput(env)
+    env.tags["echo"] = _JsEcho(env)
+    for name in _NOT_IN_LIQUIDJS:
+        unknown = _UnknownTag(env)
+        unknown.name = name
+        env.tags[name] = unknown
     for name in DISABLED_TAGS:
         tag = _DisabledTag(env)
         tag.name = name
@@ -298,6 +339,8 @@ def _environment() -> Environment:
             "last": _last,
             "truncate": _truncate,
             "json": _json,
+            "remove_last": _remove_last,
+            "replace_last": _replace_last,
             "join": _join,
             "size": _size,
             "sum": _sum,

@@ -42,7 +42,7 @@ mappings:
       # Other value forms (see the docs):
       #   "literal text"                                   any value that is not a $-string
       #   {"@literal": "$not-a-path"}                      a string that starts with $
-      #   {"@path": "properties.plan name"}                Segment's path (its get: dots, [0], .length)
+      #   {"@path": "properties.plan name"}                Segment's get: dots, [0], .length
       #   {"@template": "{{{messageId}}}-cpu"}             text with {{path}} / {{{path}}}
       #   {"@coalesce": [$.context.groupId, $.userId]}     first value that is present
       #   {"@if": {"exists": $.properties.seats, "then": "seats", "else": "other"}}
