@@ -416,7 +416,7 @@ def test_where_segment_throws_the_event_is_a_mapping_error(expr: str, message: s
     result = run(expr)
     assert isinstance(result, Reject)
     assert result.reason == Reason.MAPPING_ERROR
-    assert result.detail == f"properties: Segment's mapping-kit throws: {message}"
+    assert result.detail == f"properties.v: Segment's mapping-kit throws: {message}"
 
 
 @pytest.mark.parametrize(

@@ -185,11 +185,11 @@ class Mapping:
         """An expression that raised: ``invalid_field`` for a conversion, else an error."""
         if isinstance(exc, ExpressionFailure):
             name = ".".join([spec.name, *exc.keys])
+            if isinstance(exc, KitThrow):
+                return _Rejected(
+                    Reason.MAPPING_ERROR, f"{name}: Segment's mapping-kit throws: {exc}"
+                )
             return _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}")
-        if isinstance(exc, KitThrow):
-            return _Rejected(
-                Reason.MAPPING_ERROR, f"{spec.name}: Segment's mapping-kit throws: {exc}"
-            )
         return _Rejected(
             Reason.EXPRESSION_ERROR,
             f"{spec.name}: expression {spec.source} failed: {type(exc).__name__}: {exc}",

@@ -34,6 +34,7 @@ from segmetro.jsvalue import (
     utf16,
 )
 from segmetro.mapping.values import (
+    ExpressionFailure,
     ObjectExpr,
     coalesce_expr,
     constant,
@@ -49,8 +50,9 @@ Expr = Callable[[Any], Any]
 Path = tuple[str | int, ...]
 
 
-class KitThrow(Exception):
-    """Segment's ``transform`` throws here: the event is rejected (``mapping_error``)."""
+class KitThrow(ExpressionFailure):
+    """Segment's ``transform`` throws here: the event is rejected (``mapping_error``); the
+    object keys it passed through name the field (``properties.n``)."""
 
 
 class KitProblem(Exception):
