@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 __all__ = [
+    "MAX_SAFE",
     "OBJECT_MEMBERS",
     "OPAQUE",
     "UNDEFINED",
@@ -26,6 +27,7 @@ __all__ = [
     "js_truthy",
     "member",
     "number_value",
+    "step",
     "to_number",
     "utf16",
 ]
@@ -132,14 +134,21 @@ def js_number_string(value: float) -> str:
     return sign + text
 
 
+#: The largest integer a JavaScript number holds exactly.
+MAX_SAFE: Final = 2**53
+
+
 def js_number(value: int | float) -> str:
     """``String(n)`` as JavaScript writes it: ``1.0`` → ``"1"``, ``1e21`` → ``"1e+21"``.
 
-    Integers stay exact (JavaScript would round those beyond 2**53; the exact digits are what the
-    sender meant).
+    An integer read from JSON is the double ``JSON.parse`` makes of it, so one beyond 2**53
+    loses digits exactly as it did in Segment's runtime (``12345678901234567891`` →
+    ``"12345678901234567000"``).
     """
     if isinstance(value, int):
-        return str(value)
+        if -MAX_SAFE <= value <= MAX_SAFE:
+            return str(value)
+        return js_number_string(int_to_float(value))
     return js_number_string(value)
 
 
@@ -261,3 +270,13 @@ def member(obj: Any, key: str) -> Any:
     if obj is OPAQUE:
         return OPAQUE if key in _FUNCTION_MEMBERS else UNDEFINED
     return UNDEFINED
+
+
+def step(obj: Any, key: str) -> Any:
+    """One step of Segment's ``get``: ``obj && obj[key]`` (a falsy value is returned as is)."""
+    if type(obj) is dict:
+        value = obj.get(key, UNDEFINED)
+        return OPAQUE if value is UNDEFINED and key in OBJECT_MEMBERS else value
+    if not js_truthy(obj):
+        return obj
+    return member(obj, key)

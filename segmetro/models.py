@@ -48,6 +48,8 @@ class Reason:
     TOO_NEW = "too_new"
     CONFLICT = "conflict"
     EXPRESSION_ERROR = "expression_error"
+    #: Segment's mapping-kit throws on this event (the live destination would have failed it)
+    MAPPING_ERROR = "mapping_error"
     # delivery
     BAD_REQUEST = "bad_request"
     UNDELIVERABLE = "undeliverable"

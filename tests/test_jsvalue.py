@@ -28,8 +28,12 @@ def test_js_number_string(value: float, expected: str) -> None:
     assert js_number_string(value) == expected
 
 
-def test_mapping_keeps_integers_exact_and_floats_as_javascript() -> None:
-    """Integers keep every digit (the sender meant them); floats read as JavaScript writes them."""
-    assert js_number(10**22) == "10000000000000000000000"
+def test_integers_and_floats_print_as_javascript_prints_their_double() -> None:
+    """Segment's runtime parsed every number into a double: integers past 2**53 lose digits
+    exactly as they did there; smaller ones and floats print as ``String(n)``."""
+    assert js_number(10**22) == "1e+22"
+    assert js_number(12345678901234567891) == "12345678901234567000"
+    assert js_number(2**53) == "9007199254740992"
+    assert js_number(-(2**53) - 1) == "-9007199254740992"
     assert js_number(6.290973238629629e16) == "62909732386296290"
     assert js_number(3.0) == "3"

@@ -112,95 +112,109 @@ def test_mapping_key_errors(extra: str, line: int, key: str, message: str) -> No
     [
         ("      properties: $.a[\n", 9, "mappings[0].fields.properties", "invalid JSONPath '$.a['"),
         (
-            "      properties:\n        x: {'@path': '$.a..'}\n",
+            "      properties:\n        plan: $.properties.plan name\n",
             10,
-            "mappings[0].fields.properties.x.@path",
-            "invalid JSONPath",
+            "mappings[0].fields.properties.plan",
+            "is quoted: $.properties['plan name']",
         ),
         (
-            "      properties:\n        x:\n          '@json': {mode: encode, value: $.a}\n",
+            "      properties:\n        size: $.properties.größe\n",
+            10,
+            "mappings[0].fields.properties.size",
+            "is quoted: $.properties['größe']",
+        ),
+        # Segment's validate refuses these (its reason, then its own path), at the refused place
+        (
+            "      properties:\n        x:\n          '@json': {mode: zip, value: $.a}\n",
             11,
-            "mappings[0].fields.properties.x.@json",
-            "Segment directive @json is not supported by segmetro",
+            "mappings[0].fields.properties.x.@json.mode",
+            'should be one of encode, decode but it is "zip"',
         ),
         (
             "      properties: {'@magic': 1}\n",
             9,
-            "mappings[0].fields.properties.@magic",
-            "unknown directive @magic",
+            "mappings[0].fields.properties",
+            "has an invalid directive: @magic",
         ),
         (
             "      properties: {'@path': $.a, other: 1}\n",
             9,
             "mappings[0].fields.properties",
-            "a directive object must have exactly one key, found @path, other",
+            "should only have one @-prefixed key but it has 2 keys",
         ),
         (
             "      properties:\n        '@if':\n          exists: $.a\n          then: 1\n"
-            "          otherwise: 2\n",
+            "          else: {'@nope': 2}\n",
             13,
-            "mappings[0].fields.properties.@if.otherwise",
-            "unknown key 'otherwise' in @if (allowed: exists, blank, then, else)",
+            "mappings[0].fields.properties.@if.else",
+            "has an invalid directive: @nope (Segment's mapping-kit refuses this: "
+            "/properties/@if/else has an invalid directive: @nope.)",
         ),
         (
-            "      properties: {'@if': {then: 1}}\n",
-            9,
-            "mappings[0].fields.properties.@if",
-            "@if needs exactly one of 'exists' or 'blank'",
-        ),
-        (
-            "      properties: {'@if': {exists: $.a}}\n",
-            9,
-            "mappings[0].fields.properties.@if",
-            "@if needs a 'then' or an 'else' branch",
-        ),
-        (
-            "      properties: {'@case': {operator: title, value: $.a}}\n",
+            "      properties: {'@case': {operator: 5, value: $.a}}\n",
             9,
             "mappings[0].fields.properties.@case.operator",
-            "operator must be 'lower' or 'upper'",
+            "should be a string but it is a number",
+        ),
+        (
+            "      properties: {'@case': {operator: lower, value: 5}}\n",
+            9,
+            "mappings[0].fields.properties.@case.value",
+            "should be a string or a mapping directive but it is a number",
         ),
         (
             "      properties: {'@replace': {value: $.a}}\n",
             9,
             "mappings[0].fields.properties.@replace",
-            "@replace needs a 'pattern' key",
+            'should have field "pattern" but it doesn\'t',
+        ),
+        (
+            "      properties: {'@replace': {value: $.a, pattern: much-too-long}}\n",
+            9,
+            "mappings[0].fields.properties.@replace.pattern",
+            "should be a string of length 10 or less",
         ),
         (
             "      properties: {'@replace': {value: $.a, pattern: x, global: 1}}\n",
             9,
             "mappings[0].fields.properties.@replace.global",
-            "must be true or false",
+            "should be a boolean but it is a number",
         ),
         (
             "      properties: {'@merge': {objects: [$.a], direction: up}}\n",
             9,
             "mappings[0].fields.properties.@merge.direction",
-            "direction must be 'right' or 'left'",
+            'should be one of left, right but it is "up"',
+        ),
+        (
+            "      properties: {'@merge': {objects: [x], direction: left}}\n",
+            9,
+            "mappings[0].fields.properties.@merge.objects[0]",
+            "should be a object or a mapping directive but it is a string",
         ),
         (
             "      properties: {'@merge': {objects: $.a, direction: left}}\n",
             9,
             "mappings[0].fields.properties.@merge.objects",
-            "objects must be a list",
+            "should be an array but it is a string",
         ),
         (
             "      properties: {'@coalesce': $.a}\n",
             9,
             "mappings[0].fields.properties.@coalesce",
-            "@coalesce needs a list of expressions",
+            "should be an array but it is a string",
         ),
         (
             "      properties: {'@hash': []}\n",
             9,
             "mappings[0].fields.properties.@hash",
-            "@hash needs at least one expression",
+            "should have at least one expression",
         ),
         (
             "      properties: {'@template': 3}\n",
             9,
             "mappings[0].fields.properties.@template",
-            "@template must be a string",
+            "should be a string or a mapping directive but it is a number",
         ),
         (
             "      properties: {x: .inf}\n",
@@ -306,7 +320,7 @@ def test_defaults_errors_name_the_defaults_key() -> None:
     err = load_error(full(defaults="defaults:\n  colour: $.x\n"))
     assert (err.line, err.key) == (3, "defaults.colour")
     err = load_error(full(defaults="defaults:\n  customer_id: {'@nope': 1}\n"))
-    assert (err.line, err.key) == (3, "defaults.customer_id.@nope")
+    assert (err.line, err.key) == (3, "defaults.customer_id")
 
 
 def test_yaml_merge_keys_and_anchors_work() -> None:
@@ -346,7 +360,7 @@ def test_load_mapping_file_problems(tmp_path: Path) -> None:
     with pytest.raises(MappingFileError, match="not UTF-8"):
         load_mapping(bad)
     broken = tmp_path / "broken.yaml"
-    broken.write_text(full("      properties: {'@case': {}}\n"), encoding="utf-8")
+    broken.write_text(full("      properties: {'@case': []}\n"), encoding="utf-8")
     with pytest.raises(MappingFileError) as excinfo:
         load_mapping(broken)
     assert str(excinfo.value).startswith(f"{broken}:9: mappings[0].fields.properties.@case: ")

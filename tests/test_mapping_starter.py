@@ -177,17 +177,39 @@ def test_an_action_without_subscription_matches_everything() -> None:
 
 
 @pytest.mark.parametrize(
-    "directive",
-    ["@arrayPath", "@liquid", "@json", "@flatten", "@transform", "@excludeWhenNull"],
+    ("value", "expected"),
+    [
+        ({"@arrayPath": ["$.properties.items", {"id": {"@path": "$.sku"}}]}, [{"id": "a"}]),
+        ({"@liquid": "{{ properties.items.size }} {{ event | upcase }}"}, "1 TEST EVENT"),
+        ({"@json": {"mode": "encode", "value": {"@path": "$.properties.items"}}}, '[{"sku":"a"}]'),
+        (
+            {"@flatten": {"value": {"@path": "$.properties"}, "separator": "_"}},
+            {"items_0_sku": "a"},
+        ),
+        (
+            {"@transform": {"apply": {"s": {"@path": "$.event"}}, "mapping": {"@path": "$.s"}}},
+            "Test Event",
+        ),
+        ({"@excludeWhenNull": {"a": None, "b": 1}}, {"b": 1}),
+        ({"@literal": "$5"}, "$5"),
+        ({"@if": {"exists": "$.properties", "then": "$not-a-path"}}, "$not-a-path"),
+    ],
 )
-def test_unsupported_directives_name_field_and_directive(directive: str) -> None:
-    mapping = {"properties": {"nested": {directive: {"value": 1}}}}
-    with pytest.raises(ConfigError) as excinfo:
-        mapping_from_segment(action(mapping, name="x"), source_name="a.json")
-    assert str(excinfo.value) == (
-        f"action 'x', field 'properties': Segment directive {directive} "
-        "is not supported by segmetro"
-    )
+def test_every_directive_converts_with_segments_meaning(value: Any, expected: Any) -> None:
+    mapping = {"properties": {"v": value}}
+    event = {**TRACK, "properties": {"items": [{"sku": "a"}]}}
+    text = mapping_from_segment(action(mapping, name="x"), source_name="a.json")
+    assert "'@" not in text  # JSON flow values, nothing like a Python repr
+    assert "{'" not in text
+    (payload,) = payloads(text, event)
+    assert payload["properties"] == {"v": expected}
+
+
+def test_trigger_warnings_are_written_into_the_converted_file() -> None:
+    settings = {"subscribe": 'type = "track" AND event = "x"', "mapping": {}}
+    text = mapping_from_segment(settings, source_name="a.json")
+    assert text.splitlines()[2].startswith("# segmetro validate warns")
+    assert load_mapping_text(text, name="m").warnings
 
 
 @pytest.mark.parametrize(
@@ -197,8 +219,11 @@ def test_unsupported_directives_name_field_and_directive(directive: str) -> None
         ([], "expected a Segment action's settings"),
         (action({"colour": "red"}), "unknown field 'colour'"),
         ({"subscribe": 'type = "track"'}, "'mapping' must be an object"),
-        (action({"event_type": {"@what": 1}}), "unknown Segment directive @what"),
-        (action({"event_type": {"@path": "$.a", "x": 1}}), "exactly one key"),
+        (action({"event_type": {"@what": 1}}), "has an invalid directive: @what"),
+        (
+            action({"event_type": {"@path": "$.a", "x": 1}}),
+            "should only have one @-prefixed key but it has 2 keys",
+        ),
         ({"subscribe": "type = ((", "mapping": {}}, "the converted mapping does not load"),
     ],
 )

@@ -116,9 +116,12 @@ def test_path_directive(expr: str, expected: Any) -> None:
         ("{{properties.tags}}", "a,b"),
         ("{{properties.tags[1]}}", "b"),
         ("{{properties.items.0.id}}", "i1"),
-        # Segment HTML-escapes {{x}} but not {{{x}}}
-        ("{{userId}}", "u&#x2F;1&amp;2"),
+        # no HTML escaping, in either form (Segment's placeholders.ts, not mustache)
+        ("{{userId}}", "u/1&2"),
         ("{{{userId}}}", "u/1&2"),
+        ("{{properties['weird key']}}", "w"),
+        ("{{properties.plan.length}}", "10"),
+        ("{{properties.plan[0]}}", "E"),
         ("{{messageId}}}", "ajs-1}"),
         ("no placeholders", "no placeholders"),
         ("", ""),
@@ -132,7 +135,11 @@ def test_template(template: str, expected: str) -> None:
     ("expr", "expected"),
     [
         ('{"@literal": "$.not.a.path"}', "$.not.a.path"),
-        ('{"@literal": {"@path": "$.x", "n": 1}}', {"@path": "$.x", "n": 1}),
+        # directives inside @literal are resolved (Segment resolves its value); strings are text
+        (
+            '{"@literal": {"a": {"@path": "$.context.groupId"}, "n": "$.x"}}',
+            {"a": "acme", "n": "$.x"},
+        ),
         ("plain text", "plain text"),
         ("42", 42),
         ("1.5", 1.5),
@@ -235,9 +242,16 @@ def test_replace(args: dict[str, Any], expected: Any) -> None:
             '"direction": "left"}}',
             {"x": 1, "y": 3},
         ),
+        # Object.assign: a string spreads its characters, a missing object adds nothing
         (
-            '{"@merge": {"objects": ["$.nope", "$.event", {"a": 1}], "direction": "right"}}',
-            {"a": 1},
+            '{"@merge": {"objects": ["$.nope", "$.properties.plan", {"a": 1}], '
+            '"direction": "right"}}',
+            {**{str(i): c for i, c in enumerate("Enterprise")}, "a": 1},
+        ),
+        # a later undefined value removes the key
+        (
+            '{"@merge": {"objects": [{"x": 1}, {"x": "$.nope"}], "direction": "right"}}',
+            {},
         ),
     ],
 )
@@ -339,3 +353,117 @@ def test_literal_containers_are_fresh_for_every_event() -> None:
     second = mappings.apply(Record(EVENT, "s", 2))[0]
     assert isinstance(second, Mapped)
     assert second.payload["properties"]["v"] == {"a": [1]}
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        # Segment's get: a null or falsy value on the way is the result, and the key stays
+        ('{"@path": "$.properties.nothing.deeper"}', None),
+        ('{"@path": "$.properties.zero.deeper"}', 0),
+        ('{"@path": "$.properties.empty.deeper"}', ""),
+        ('{"@path": "$.properties.tags.length"}', 2),
+        ('{"@path": "$.properties.plan.length"}', 10),
+        ('{"@path": "$.properties.items.1.id"}', "i2"),
+        ('{"@path": "$.properties.plan.0"}', "E"),
+        ('{"@path": "$.properties.weird key"}', "w"),
+        ('{"@path": "$.properties[\'weird key\']"}', "w"),
+        ('{"@path": "$.properties.nested.x.y"}', MISSING),
+    ],
+)
+def test_path_is_segments_get(expr: str, expected: Any) -> None:
+    assert value(expr) == expected
+
+
+def test_quoted_keys_and_non_ascii_keys_are_reachable() -> None:
+    event = {**EVENT, "properties": {"a.b": 1, "größe": "XL", "plan name": "P"}}
+    assert value("$.properties['a.b']", event) == 1
+    assert value("$.properties['größe']", event) == "XL"
+    assert value("$.properties['plan name']", event) == "P"
+    assert value('{"@path": "$.properties.größe"}', event) == "XL"
+
+
+def test_big_integers_are_javascript_numbers() -> None:
+    """Segment's runtime parsed the export with JSON.parse: digits past 2**53 are lost."""
+    event = {**EVENT, "properties": {"big": 12345678901234567891}}
+    assert value("$.properties.big", event) == 12345678901234567168.0
+    assert value('{"@template": "{{properties.big}}"}', event) == "12345678901234567000"
+    whole = run("$.properties", event)
+    assert isinstance(whole, Mapped)
+    assert whole.payload["properties"]["v"] == {"big": 12345678901234567168.0}
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ('{"@if": {"then": 1}}', '@if requires an "exists" key or a "blank" key'),
+        (
+            '{"@case": {"operator": "title", "value": "$.event"}}',
+            'operator key should have a value of "lower" or "upper"',
+        ),
+        ('{"@path": {"@literal": 5}}', "@path: expected string, got number"),
+        ('[{"@nope": 1}]', "@nope is not a valid directive, got undefined"),
+        ('{"@liquid": "{% for x in y %}{% endfor %}"}', 'tag "for" is disabled'),
+        ('{"@liquid": "{{ event | reverse }}"}', 'filter "reverse" is disabled'),
+        ('{"@liquid": "{% ifchanged %}x{% endifchanged %}"}', 'tag "ifchanged" not found'),
+        (
+            '{"@replace": {"value": "$.event", "pattern": "O", "pattern2": "much-too-long"}}',
+            '@replace requires a "pattern" less than 10 characters',
+        ),
+    ],
+)
+def test_where_segment_throws_the_event_is_a_mapping_error(expr: str, message: str) -> None:
+    result = run(expr)
+    assert isinstance(result, Reject)
+    assert result.reason == Reason.MAPPING_ERROR
+    assert result.detail == f"properties.v: Segment's mapping-kit throws: {message}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # JavaScript's case-insensitive matching: no long-s/s, Kelvin/k or sharp-s/SS folding
+        ({"value": "ſtop", "pattern": "s", "replacement": "x", "ignorecase": True}, "ſtop"),
+        ({"value": "\u212a", "pattern": "k", "replacement": "x", "ignorecase": True}, "\u212a"),
+        ({"value": "Straße", "pattern": "SS", "replacement": "x", "ignorecase": True}, "Straße"),
+        ({"value": "ÉCOLE", "pattern": "é", "replacement": "e", "ignorecase": True}, "eCOLE"),
+    ],
+)
+def test_replace_folds_case_as_javascript(args: dict[str, Any], expected: str) -> None:
+    assert value(orjson.dumps({"@replace": args}).decode()) == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        (
+            '{"@arrayPath": ["$.properties.items", {"n": {"@path": "$.n"}}]}',
+            [{"n": i} for i in (1, 2, 3)],
+        ),
+        ('{"@flatten": {"value": {"@path": "$.properties.nested"}, "separator": "."}}', {"x": 1}),
+        (
+            '{"@flatten": {"value": {"a": {"b": [1, 2]}}, "separator": "_"}}',
+            {"a_b_0": 1, "a_b_1": 2},
+        ),
+        ('{"@json": {"mode": "encode", "value": {"@path": "$.properties.tags"}}}', '["a","b"]'),
+        ('{"@json": {"mode": "decode", "value": "{\\"a\\": [1]}"}}', {"a": [1]}),
+        ('{"@json": {"mode": "decode", "value": "not json"}}', "not json"),
+        (
+            '{"@transform": {"apply": {"p": {"@path": "$.properties.plan"}}, '
+            '"mapping": {"@path": "$.p"}}}',
+            "Enterprise",
+        ),
+        ('{"@excludeWhenNull": {"a": null, "b": 1}}', {"b": 1}),
+        ('{"@excludeWhenNull": "$.properties.nothing"}', MISSING),
+        (
+            '{"@liquid": "{{ properties.amount | plus: 1 }} {{ properties.plan | downcase }}"}',
+            "13.5 enterprise",
+        ),
+        ('{"@liquid": "{{ properties.count | divided_by: 2 }}"}', "1.5"),  # JavaScript division
+        ('{"@liquid": "{{ properties.mixed | join }}|{{ properties.plan | size }}"}', "1 a|10"),
+        ('{"@liquid": "{{ properties.plan | remove_last: \\"e\\" }}"}', "Enterpris"),
+        ('{"@liquid": "{% echo properties.whole %}{{ properties.tags | first }}"}', "1a"),
+    ],
+)
+def test_segment_directives(expr: str, expected: Any) -> None:
+    assert value(expr) == expected

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from segmetro.jsvalue import js_number
+from segmetro.mapping.kit import KitThrow, is_plain_json, output_value
 from segmetro.mapping.timestamps import is_normal_form, normalize_timestamp
 from segmetro.mapping.values import (
     MISSING,
@@ -64,6 +65,8 @@ class FieldSpec:
     name: str
     expr: Expr
     source: str
+    #: the value can hold NaN or an infinity (``@json`` decoding): the output check walks it
+    nonfinite: bool = False
 
 
 class FieldStatsRow(NamedTuple):
@@ -191,6 +194,10 @@ class Mapping:
         """An expression that raised: ``invalid_field`` for a conversion, else an error."""
         if isinstance(exc, ExpressionFailure):
             name = ".".join([spec.name, *exc.keys])
+            if isinstance(exc, KitThrow):
+                return _Rejected(
+                    Reason.MAPPING_ERROR, f"{name}: Segment's mapping-kit throws: {exc}"
+                )
             return _Rejected(Reason.INVALID_FIELD, f"{name}: {exc}")
         return _Rejected(
             Reason.EXPRESSION_ERROR,
@@ -249,6 +256,8 @@ class Mapping:
                 Reason.INVALID_FIELD,
                 f"properties: expected an object, got {describe(value)} (expression {spec.source})",
             )
+        value = output_value(value, walk=spec.nonfinite)
+        assert isinstance(value, dict)
         if not self.string_properties:
             return value
         return _stringify_properties(value)
@@ -266,7 +275,7 @@ class _Rule(NamedTuple):
 _RULES: dict[str, _Rule] = {
     "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
     "timestamp": _Rule("_timestamp", "type({v}) is str and _normal({v})"),
-    "properties": _Rule("_properties", "type({v}) is dict and not _strings"),
+    "properties": _Rule("_properties", "type({v}) is dict and _as_is and _plain({v})"),
 }
 _ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
 
@@ -282,7 +291,10 @@ def _compile(mapping: Mapping) -> Callable[[JsonObject], JsonObject]:
     names: dict[str, Any] = {
         "_MAX_TID": MAX_TRANSACTION_ID,
         "_normal": is_normal_form,
-        "_strings": mapping.string_properties,
+        # plain JSON properties go out as they are, unless turned into strings or NaN is possible
+        "_as_is": not mapping.string_properties
+        and not any(spec.nonfinite for spec in mapping.fields if spec.name == "properties"),
+        "_plain": is_plain_json,
         "MISSING": MISSING,
     }
     body: list[str] = []

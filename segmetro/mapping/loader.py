@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
 from segmetro.errors import MappingFileError, TriggerError
+from segmetro.mapping import kit
 from segmetro.mapping.core import (
     OUTPUT_FIELDS,
     REQUIRED_FIELDS,
@@ -28,50 +28,11 @@ from segmetro.mapping.core import (
     MappingWarning,
     TriggerLike,
 )
-from segmetro.mapping.values import (
-    MISSING,
-    Expr,
-    ObjectExpr,
-    case_expr,
-    coalesce_expr,
-    constant,
-    describe,
-    hash_expr,
-    if_expr,
-    js_truthy,
-    jsonpath_expr,
-    list_expr,
-    merge_expr,
-    number_expr,
-    replace_expr,
-    string_expr,
-    template_expr,
-)
+from segmetro.mapping.values import MISSING, Expr, describe, jsonpath_expr
 from segmetro.triggers import lint_trigger, parse_trigger
 
-#: Directives segmetro understands (Segment's spellings plus its own).
-DIRECTIVES = (
-    "@path",
-    "@template",
-    "@literal",
-    "@if",
-    "@case",
-    "@replace",
-    "@merge",
-    "@coalesce",
-    "@hash",
-    "@string",
-    "@number",
-)
-#: Segment mapping-kit directives segmetro deliberately does not implement.
-UNSUPPORTED_SEGMENT_DIRECTIVES = (
-    "@arrayPath",
-    "@liquid",
-    "@json",
-    "@flatten",
-    "@transform",
-    "@excludeWhenNull",
-)
+#: Every directive: Segment's mapping-kit ones, then segmetro's own.
+DIRECTIVES = (*kit.SEGMENT_DIRECTIVES, *kit.SEGMETRO_DIRECTIVES)
 
 _TOP_KEYS = ("version", "defaults", "mappings")
 _MAPPING_KEYS = ("name", "trigger", "fields", "string_properties")
@@ -199,202 +160,41 @@ class _Compiler:
 
     # ------------------------------------------------------------------ expressions
 
-    def expr(self, node: Node, key: str) -> Expr:
-        """Compile a value expression (design §2), recursively."""
-        if isinstance(node, yaml.ScalarNode):
-            value = self.value(node, key)
-            if isinstance(value, str) and value.startswith("$"):
-                return self.jsonpath(value, node, key)
-            return constant(value)
+    def tree(self, node: Node, key: str) -> Any:
+        """The JSON value of an expression node; duplicate and non-string keys are refused
+        where they are."""
+        if isinstance(node, yaml.MappingNode):
+            return {
+                name: self.tree(value, f"{key}.{name}")
+                for name, _, value in self.items(node, key, "an object")
+            }
         if isinstance(node, yaml.SequenceNode):
-            return list_expr([self.expr(item, f"{key}[{i}]") for i, item in enumerate(node.value)])
-        entries = self.items(node, key, "an object")
-        directives = [name for name, _, _ in entries if name.startswith("@")]
-        if not directives:
-            return ObjectExpr(
-                [(name, self.expr(value, f"{key}.{name}")) for name, _, value in entries]
-            )
-        if len(entries) != 1:
-            names = ", ".join(name for name, _, _ in entries)
-            raise self.error(
-                f"a directive object must have exactly one key, found {names} "
-                "(wrap the directive in its own key, or use @literal for a key that starts with @)",
-                node,
-                key,
-            )
-        name, key_node, value = entries[0]
-        compile_directive = self._directives.get(name)
-        sub = f"{key}.{name}"
-        if compile_directive is None:
-            if name in UNSUPPORTED_SEGMENT_DIRECTIVES:
-                message = f"Segment directive {name} is not supported by segmetro"
-            else:
-                message = f"unknown directive {name} (known: {', '.join(DIRECTIVES)})"
-            raise self.error(message, key_node, sub)
-        return compile_directive(self, value, sub)
+            return [self.tree(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        return self.value(node, key)
 
-    def jsonpath(self, text: str, node: Node, key: str) -> Expr:
+    def expr(self, node: Node, key: str) -> tuple[Expr, bool]:
+        """Compile a field's value expression: refused where Segment's ``validate`` refuses it,
+        else one function with ``transform()``'s semantics; and whether its value can hold
+        NaN or an infinity (the output check must then walk it)."""
+        value = self.tree(node, key)
+        field = key.rsplit(".", 1)[-1]
         try:
-            return jsonpath_expr(text)
-        except ValueError as exc:
-            raise self.error(str(exc), node, key) from None
-
-    def options(
-        self,
-        node: Node,
-        key: str,
-        directive: str,
-        *,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-    ) -> dict[str, Node]:
-        """The keys of a directive's object argument, checked against the allowed ones."""
-        found: dict[str, Node] = {}
-        for name, key_node, value in self.items(node, key, f"the argument of {directive}"):
-            if name not in required and name not in optional:
-                allowed = ", ".join(required + optional)
-                raise self.error(
-                    f"unknown key {name!r} in {directive} (allowed: {allowed})",
-                    key_node,
-                    f"{key}.{name}",
-                )
-            found[name] = value
-        for name in required:
-            if name not in found:
-                raise self.error(f"{directive} needs a {name!r} key", node, key)
-        return found
-
-    def _path(self, node: Node, key: str) -> Expr:
-        text = self.string(node, key, "@path")
-        if not text.startswith("$"):
-            text = "$." + text
-        return self.jsonpath(text, node, key)
-
-    def _template(self, node: Node, key: str) -> Expr:
-        return template_expr(self.string(node, key, "@template", empty_ok=True))
-
-    def _literal(self, node: Node, key: str) -> Expr:
-        return constant(self.value(node, key))
-
-    def _if(self, node: Node, key: str) -> Expr:
-        opts = self.options(
-            node, key, "@if", required=(), optional=("exists", "blank", "then", "else")
-        )
-        conditions = [name for name in ("exists", "blank") if name in opts]
-        if len(conditions) != 1:
-            raise self.error("@if needs exactly one of 'exists' or 'blank'", node, key)
-        if "then" not in opts and "else" not in opts:
-            raise self.error("@if needs a 'then' or an 'else' branch", node, key)
-        condition = conditions[0]
-        then = self.expr(opts["then"], f"{key}.then") if "then" in opts else None
-        otherwise = None
-        if "else" in opts and js_truthy(self.value(opts["else"], f"{key}.else")):
-            # Segment tests `opts.else` for truthiness: else: "" / 0 / false yields nothing.
-            otherwise = self.expr(opts["else"], f"{key}.else")
-        return if_expr(
-            condition=self.expr(opts[condition], f"{key}.{condition}"),
-            blank=condition == "blank",
-            then=then,
-            otherwise=otherwise,
-        )
-
-    def _falsy_value(self, node: Node, key: str) -> bool:
-        """Segment skips a directive whose `value` option is falsy (``""``, ``0``, ``false``)."""
-        return isinstance(node, yaml.ScalarNode) and not js_truthy(self.value(node, key))
-
-    def _case(self, node: Node, key: str) -> Expr:
-        opts = self.options(node, key, "@case", required=("operator", "value"), optional=())
-        operator = self.scalar(opts["operator"], f"{key}.operator")
-        if operator not in ("lower", "upper"):
+            kit.validate(value, (field,))  # Segment validates {field: value}
+        except kit.KitProblem as exc:
+            where = exc.where[1:]
             raise self.error(
-                "operator must be 'lower' or 'upper'", opts["operator"], f"{key}.operator"
-            )
-        if self._falsy_value(opts["value"], f"{key}.value"):
-            return constant(MISSING)
-        return case_expr(operator=str(operator), value=self.expr(opts["value"], f"{key}.value"))
-
-    def _replace(self, node: Node, key: str) -> Expr:
-        opts = self.options(
-            node,
-            key,
-            "@replace",
-            required=("value", "pattern"),
-            optional=("replacement", "global", "ignorecase", "pattern2", "replacement2"),
-        )
-        pattern = self.string(opts["pattern"], f"{key}.pattern", "pattern")
-        strings = {
-            name: self.string(opts[name], f"{key}.{name}", name, empty_ok=True)
-            if name in opts
-            else ""
-            for name in ("replacement", "pattern2", "replacement2")
-        }
-        flags = {
-            name: self.boolean(opts[name], f"{key}.{name}") if name in opts else default
-            for name, default in (("global", True), ("ignorecase", False))
-        }
-        if self._falsy_value(opts["value"], f"{key}.value"):
-            return constant(MISSING)
-        return replace_expr(
-            value=self.expr(opts["value"], f"{key}.value"),
-            pattern=pattern,
-            replacement=strings["replacement"],
-            global_=flags["global"],
-            ignorecase=flags["ignorecase"],
-            pattern2=strings["pattern2"] or None,
-            replacement2=strings["replacement2"],
-        )
-
-    def _merge(self, node: Node, key: str) -> Expr:
-        opts = self.options(node, key, "@merge", required=("objects", "direction"), optional=())
-        direction = self.scalar(opts["direction"], f"{key}.direction")
-        if direction not in ("right", "left"):
+                f"{exc.reason} (Segment's mapping-kit refuses this: {kit.problem_text(exc)})",
+                _locate(node, where),
+                _key_path(key, where),
+            ) from None
+        compiler = kit.Compiler(jsonpath_expr)
+        try:
+            compiled = compiler.expr(value, root=True)
+        except kit.CompileError as exc:
             raise self.error(
-                "direction must be 'right' or 'left'", opts["direction"], f"{key}.direction"
-            )
-        objects = opts["objects"]
-        if not isinstance(objects, yaml.SequenceNode):
-            raise self.error("objects must be a list of expressions", objects, f"{key}.objects")
-        return merge_expr(
-            objects=[
-                self.expr(item, f"{key}.objects[{i}]") for i, item in enumerate(objects.value)
-            ],
-            left=direction == "left",
-        )
-
-    def _list_argument(self, node: Node, key: str, directive: str) -> list[Expr]:
-        if isinstance(node, yaml.SequenceNode):
-            if not node.value:
-                raise self.error(f"{directive} needs at least one expression", node, key)
-            return [self.expr(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
-        return [self.expr(node, key)]
-
-    def _coalesce(self, node: Node, key: str) -> Expr:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.error("@coalesce needs a list of expressions", node, key)
-        return coalesce_expr(self._list_argument(node, key, "@coalesce"))
-
-    def _hash(self, node: Node, key: str) -> Expr:
-        return hash_expr(self._list_argument(node, key, "@hash"))
-
-    def _string(self, node: Node, key: str) -> Expr:
-        return string_expr(self.expr(node, key))
-
-    def _number(self, node: Node, key: str) -> Expr:
-        return number_expr(self.expr(node, key))
-
-    _directives: ClassVar[dict[str, Callable[[_Compiler, Node, str], Expr]]] = {
-        "@path": _path,
-        "@template": _template,
-        "@literal": _literal,
-        "@if": _if,
-        "@case": _case,
-        "@replace": _replace,
-        "@merge": _merge,
-        "@coalesce": _coalesce,
-        "@hash": _hash,
-        "@string": _string,
-        "@number": _number,
-    }
+                _jsonpath_hint(exc.message), _locate(node, exc.where), _key_path(key, exc.where)
+            ) from None
+        return compiled, compiler.nonfinite
 
     # ------------------------------------------------------------------ the file
 
@@ -421,7 +221,8 @@ class _Compiler:
                     raise self.error(f"{name} is required and cannot be null", value, sub)
                 out[name] = (key_node, None)  # properties: null removes an inherited default
                 continue
-            out[name] = (key_node, FieldSpec(name, self.expr(value, sub), self.source(value, sub)))
+            compiled, nonfinite = self.expr(value, sub)
+            out[name] = (key_node, FieldSpec(name, compiled, self.source(value, sub), nonfinite))
         return out
 
     def trigger(
@@ -558,6 +359,49 @@ class _Compiler:
             fields=tuple(specs),
             line=node.start_mark.line + 1,
         )
+
+
+def _locate(node: Node, where: kit.Path) -> Node:
+    """The YAML node at `where` below `node` (as deep as the keys lead)."""
+    for step in where:
+        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            found = [value for key, value in node.value if getattr(key, "value", None) == step]
+            if not found:
+                break
+            node = found[-1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            if step >= len(node.value):
+                break
+            node = node.value[step]
+        else:
+            break
+    return node
+
+
+def _key_path(key: str, where: kit.Path) -> str:
+    return key + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|\*|[0-9]+")
+
+
+def _jsonpath_hint(message: str) -> str:
+    """An invalid bare ``$`` path's message, with the quoting that reaches keys holding spaces,
+    dots or non-ASCII letters (``$.properties['plan name']``)."""
+    match = re.match(r"invalid JSONPath '(.*)': ", message)
+    if match is None or "[" in match.group(1):
+        return message
+    text = match.group(1)
+    parts = text[1:].split(".")[1:] if text.startswith("$.") else []
+    if not parts or all(_PLAIN_KEY.fullmatch(part) for part in parts):
+        return message
+    quoted = "$" + "".join(
+        f".{part}" if _PLAIN_KEY.fullmatch(part) else "[" + repr(part) + "]" for part in parts
+    )
+    return (
+        f"{message} (a key with spaces, dots or other characters is quoted: {quoted}; or "
+        'use Segment\'s {"@path": ...})'
+    )
 
 
 def load_mapping_text(text: str, *, name: str = "<mapping>") -> MappingSet:

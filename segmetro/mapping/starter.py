@@ -6,12 +6,13 @@ Segment's Metronome (Actions) destination would have sent for the same messages.
 
 from __future__ import annotations
 
-import re
+import json
 from typing import Any
 
 import yaml
 
 from segmetro.errors import ConfigError, MappingFileError
+from segmetro.mapping import kit
 from segmetro.mapping.core import OUTPUT_FIELDS
 
 _STARTER = """\
@@ -41,7 +42,7 @@ mappings:
       # Other value forms (see the docs):
       #   "literal text"                                   any value that is not a $-string
       #   {"@literal": "$not-a-path"}                      a string that starts with $
-      #   {"@path": "$.properties.plan"}                   Segment's spelling of a path
+      #   {"@path": "properties.plan name"}                Segment's get: dots, [0], .length
       #   {"@template": "{{{messageId}}}-cpu"}             text with {{path}} / {{{path}}}
       #   {"@coalesce": [$.context.groupId, $.userId]}     first value that is present
       #   {"@if": {"exists": $.properties.seats, "then": "seats", "else": "other"}}
@@ -49,6 +50,8 @@ mappings:
       #   {"@replace": {"value": $.event, "pattern": " ", "replacement": "_"}}
       #   {"@merge": {"objects": [$.properties, {"source": "replay"}], "direction": "right"}}
       #   {"@hash": [$.userId, $.timestamp]}               hex SHA-256 id for sources without one
+      # Every Segment mapping-kit directive means what it means in Segment (@arrayPath, @flatten,
+      # @json, @transform, @excludeWhenNull and @liquid too); README, "Mapping files".
       #   {"@string": $.properties.amount}, {"@number": $.properties.amount}
       # properties may also be an object of expressions:
       #   properties:
@@ -65,87 +68,37 @@ SEGMENT_DEFAULTS: dict[str, str] = {
     "properties": "$.properties",
 }
 
-_UNSUPPORTED = ("@arrayPath", "@liquid", "@json", "@flatten", "@transform", "@excludeWhenNull")
-_CONVERTED = ("@path", "@template", "@if", "@case", "@replace", "@merge", "@literal")
-_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_GET_TOKENS = re.compile(r"[^\[.\]]+")
-
 
 def starter_mapping_text() -> str:
     """A commented mapping equal to the defaults of Segment's Metronome (Actions) destination."""
     return _STARTER
 
 
-def _path_to_jsonpath(path: str) -> str:
-    """Segment's ``get`` path (dots and brackets, leading ``$.`` optional) as a JSONPath."""
-    body = path.replace("$.", "", 1)
-    parts = ["$"]
-    for token in _GET_TOKENS.findall(body):
-        if token.isdigit():
-            parts.append(f"[{token}]")
-        elif _PLAIN_NAME.fullmatch(token):
-            parts.append(f".{token}")
-        elif "'" not in token:
-            parts.append(f"['{token}']")
-        elif '"' not in token:
-            parts.append(f'["{token}"]')
-        else:
-            raise ValueError(f"path {path!r} has a key with both kinds of quotes")
-    return "".join(parts)
+def segment_value(value: Any) -> Any:
+    """A Segment mapping value as segmetro mapping data with the same meaning.
+
+    Segment's syntax is segmetro's with one exception: a bare string starting with ``$`` in a
+    value position is text to Segment and a JSONPath to segmetro, so each such string becomes
+    ``{"@literal": ...}``. The positions are the ones the compiler reads as JSONPath
+    (``kit.Compiler.paths``), so this follows the evaluation's own rules; every directive
+    converts as it is.
+    """
+    compiler = kit.Compiler(lambda _text: lambda _payload: None)
+    compiler.expr(value)
+    for where in compiler.paths:
+        value = _wrap_literal(value, where)
+    return value
 
 
-class _Converter:
-    def __init__(self, action: str, field: str) -> None:
-        self.action = action
-        self.field = field
-
-    def fail(self, message: str) -> ConfigError:
-        return ConfigError(f"action {self.action!r}, field {self.field!r}: {message}")
-
-    def value(self, value: Any) -> Any:
-        """A Segment mapping value as a segmetro expression with the same result."""
-        if isinstance(value, str):
-            # A raw string is a literal in Segment; in segmetro a $-string is a path.
-            return {"@literal": value} if value.startswith("$") else value
-        if isinstance(value, list):
-            return [self.value(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        directives = [key for key in value if isinstance(key, str) and key.startswith("@")]
-        if not directives:
-            return {key: self.value(item) for key, item in value.items()}
-        if len(value) != 1:
-            raise self.fail(f"a directive object must have exactly one key, got {sorted(value)}")
-        name = directives[0]
-        arg = value[name]
-        if name in _UNSUPPORTED:
-            raise self.fail(f"Segment directive {name} is not supported by segmetro")
-        if name not in _CONVERTED:
-            raise self.fail(f"unknown Segment directive {name}")
-        if name == "@path":
-            if not isinstance(arg, str):
-                raise self.fail("@path needs a string")
-            try:
-                return _path_to_jsonpath(arg)
-            except ValueError as exc:
-                raise self.fail(str(exc)) from None
-        if name == "@literal":
-            converted = self.value(arg)
-            return {"@literal": arg} if converted == arg else converted
-        if name == "@template":
-            return {"@template": arg}
-        if not isinstance(arg, dict):
-            raise self.fail(f"{name} needs an object")
-        nested = {
-            "@if": ("exists", "blank", "then", "else"),
-            "@case": ("value",),
-            "@replace": ("value",),
-            "@merge": (),
-        }[name]
-        out = {key: self.value(item) if key in nested else item for key, item in arg.items()}
-        if name == "@merge" and isinstance(arg.get("objects"), list):
-            out["objects"] = [self.value(item) for item in arg["objects"]]
-        return {name: out}
+def _wrap_literal(value: Any, where: kit.Path) -> Any:
+    if not where:
+        return {"@literal": value}
+    head, rest = where[0], where[1:]
+    if isinstance(value, dict) and isinstance(head, str):
+        return {**value, head: _wrap_literal(value[head], rest)}
+    if isinstance(value, list) and isinstance(head, int):
+        return [_wrap_literal(item, rest) if i == head else item for i, item in enumerate(value)]
+    return value
 
 
 def _actions(settings: Any) -> list[dict[str, Any]]:
@@ -163,7 +116,10 @@ def _actions(settings: Any) -> list[dict[str, Any]]:
 
 
 def _dump(value: Any) -> str:
-    """A value as one line of YAML (flow style keeps each field readable on its line)."""
+    """A value as one line of YAML: a string as a YAML scalar, anything else as JSON (which is
+    YAML's flow syntax, and reads as Segment's own mapping JSON)."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
     text = yaml.safe_dump(
         value, default_flow_style=True, sort_keys=False, allow_unicode=True, width=10_000
     ).strip()
@@ -177,8 +133,9 @@ def mapping_from_segment(action: Any, *, source_name: str) -> str:
 
     Accepts one action, a list, or ``{"subscriptions": [...]}`` / ``{"actions": [...]}``; the
     Public API's ``trigger`` / ``settings`` spellings are accepted too. A field the action leaves
-    out gets Segment's default mapping (and a comment saying so). Directives segmetro does not
-    implement raise ``ConfigError`` naming the action, the field and the directive.
+    out gets Segment's default mapping (and a comment saying so). Every mapping-kit directive
+    converts; a mapping Segment's ``validate`` refuses raises ``ConfigError`` with its reason.
+    Warnings ``segmetro validate`` would give about a trigger are written as comments on top.
     """
     lines = [
         f"# segmetro mapping converted from the Segment action settings in {source_name}.",
@@ -215,8 +172,7 @@ def mapping_from_segment(action: Any, *, source_name: str) -> str:
                 )
         for field in OUTPUT_FIELDS:
             if field in mapping:
-                converted = _Converter(name, field).value(mapping[field])
-                lines.append(f"      {field}: {_dump(converted)}")
+                lines.append(f"      {field}: {_dump(segment_value(mapping[field]))}")
             else:
                 lines.append(
                     f"      {field}: {SEGMENT_DEFAULTS[field]}"
@@ -226,7 +182,15 @@ def mapping_from_segment(action: Any, *, source_name: str) -> str:
     from segmetro.mapping.loader import load_mapping_text
 
     try:
-        load_mapping_text(text, name=source_name)
+        loaded = load_mapping_text(text, name=source_name)
     except MappingFileError as exc:
         raise ConfigError(f"{source_name}: the converted mapping does not load: {exc}") from None
+    if loaded.warnings:
+        shift = 1 + len(loaded.warnings)  # the lines of these notes
+        notes = ["# segmetro validate warns about what Segment does with these triggers:"]
+        notes += [
+            f"#   line {(w.line or 0) + shift}: mapping {w.mapping!r}: {w.message}"
+            for w in loaded.warnings
+        ]
+        text = text.replace("version: 1\n", "\n".join(notes) + "\nversion: 1\n", 1)
     return text

@@ -21,10 +21,11 @@ from typing import Any, Final
 
 import orjson
 
-from segmetro.jsvalue import UNDEFINED, js_string
+from segmetro.jsvalue import UNDEFINED
 
 # Re-exported for modules that import them from here (the loader, tests/test_jsvalue.py).
 from segmetro.jsvalue import js_number as js_number
+from segmetro.jsvalue import js_string as js_string
 from segmetro.jsvalue import js_truthy as js_truthy
 from segmetro.models import JsonObject
 
@@ -57,20 +58,7 @@ def describe(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --------------------------------------------------------------------------- JavaScript values
-
-
-def _loosely_empty(value: Any) -> bool:
-    """JavaScript ``value == ''`` for a value that is neither null nor undefined."""
-    if isinstance(value, str):
-        return value == ""
-    if isinstance(value, bool):
-        return value is False
-    if isinstance(value, int | float):
-        return value == 0
-    if isinstance(value, list):
-        return js_string(value) == ""
-    return False
+# --------------------------------------------------------------------------- numbers as text
 
 
 def decimal_text(value: int | float) -> str:
@@ -112,6 +100,13 @@ def path_keys(expr: Expr) -> tuple[str, ...] | None:
         return None
 
 
+def register_path(expr: Expr, keys: tuple[str, ...]) -> Expr:
+    """Declare that `expr` yields ``event[k1][k2]...`` whenever those lookups succeed, so the
+    compiled mapping may inline them and call `expr` only when one fails."""
+    _PATH_KEYS[expr] = keys
+    return expr
+
+
 def constant_value(expr: Expr) -> tuple[bool, Any]:
     """``(True, value)`` when `expr` is a scalar constant (``MISSING`` included), else
     ``(False, None)``."""
@@ -133,38 +128,37 @@ def constant(value: Any) -> Expr:
 
 
 class ObjectExpr:
-    """An object whose values are expressions; keys whose value is missing are dropped."""
+    """An object whose values are expressions.
 
-    __slots__ = ("items",)
+    A missing value stays in the object as JavaScript's ``undefined`` (``Object.assign`` in
+    ``@merge`` copies it), and is removed where Segment removes it: at the output. The object a
+    field holds directly (`drop`) leaves those keys out at once.
+    """
 
-    def __init__(self, items: Sequence[tuple[str, Expr]]) -> None:
+    __slots__ = ("drop", "items")
+
+    def __init__(self, items: Sequence[tuple[str, Expr]], *, drop: bool = False) -> None:
         self.items = tuple(items)
+        self.drop = drop
 
-    def __call__(self, event: JsonObject) -> JsonObject:
+    def __call__(self, event: Any) -> JsonObject:
         out: JsonObject = {}
+        drop = self.drop
         for key, expr in self.items:
             try:
                 value = expr(event)
             except ExpressionFailure as exc:
                 exc.keys.insert(0, key)
                 raise
-            if value is not MISSING:
+            if value is not MISSING or not drop:
                 out[key] = value
         return out
 
 
 def list_expr(items: Sequence[Expr]) -> Expr:
-    """A list of expressions; a missing element becomes ``null`` (as JSON.stringify writes it)."""
+    """A list of expressions; a missing element stays ``undefined`` (``null`` at the output)."""
     exprs = tuple(items)
-
-    def evaluate(event: JsonObject) -> list[Any]:
-        out = []
-        for expr in exprs:
-            value = expr(event)
-            out.append(None if value is MISSING else value)
-        return out
-
-    return evaluate
+    return lambda event: [expr(event) for expr in exprs]
 
 
 # --------------------------------------------------------------------------- JSONPath
@@ -324,201 +318,7 @@ def reference_jsonpath(text: str) -> Callable[[Any], Any]:
     return evaluate
 
 
-# --------------------------------------------------------------------------- @template
-
-_PLACEHOLDER = re.compile(r"\{\{\{([^}]+)\}\}\}|\{\{([^}]+)\}\}")
-_GET_TOKENS = re.compile(r"[^\[.\]]+")
-_HTML_ESCAPES = {
-    "&": "&amp;",
-    "<": "&lt;",
-    ">": "&gt;",
-    '"': "&quot;",
-    "'": "&#39;",
-    "/": "&#x2F;",
-    "`": "&#x60;",
-    "=": "&#x3D;",
-}
-_HTML_CHARS = re.compile(r"[&<>\"'`=/]")
-
-
-def _segment_get(data: Any, tokens: Sequence[str]) -> Any:
-    """Segment's ``get``: walk dotted / bracketed tokens; a falsy step value is returned as is."""
-    value = data
-    for token in tokens:
-        if type(value) is dict:  # an object is truthy: the common step, without the checks
-            value = value.get(token, MISSING)
-            continue
-        if not js_truthy(value):
-            return value  # JavaScript `prev && prev[key]`
-        if isinstance(value, dict):
-            value = value.get(token, MISSING)
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        else:
-            return MISSING
-    return value
-
-
-def template_expr(template: str) -> Expr:
-    """Segment's ``@template``: ``{{path}}`` is HTML-escaped (as Segment does), ``{{{path}}}`` not.
-
-    A missing or null value renders as ``""``; other values as JavaScript's ``String()`` would
-    (``true`` → ``"true"``, ``1.0`` → ``"1"``, an object → ``"[object Object]"``).
-    """
-    parts: list[str | tuple[tuple[str, ...], bool]] = []
-    position = 0
-    for match in _PLACEHOLDER.finditer(template):
-        if match.start() > position:
-            parts.append(template[position : match.start()])
-        raw, escape = (
-            (match.group(1), False) if match.group(1) is not None else (match.group(2), True)
-        )
-        parts.append((tuple(_GET_TOKENS.findall(raw.strip())), escape))
-        position = match.end()
-    if position < len(template):
-        parts.append(template[position:])
-    if all(isinstance(part, str) for part in parts):
-        return constant(template)
-    frozen = tuple(parts)
-
-    def render(event: JsonObject) -> str:
-        out: list[str] = []
-        for part in frozen:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            tokens, escape = part
-            value = _segment_get(event, tokens)
-            if value is None or value is MISSING:
-                continue
-            if isinstance(value, str):
-                if escape:
-                    value = _HTML_CHARS.sub(lambda m: _HTML_ESCAPES[m.group(0)], value)
-                out.append(value)
-            else:
-                out.append(js_string(value))
-        return "".join(out)
-
-    return render
-
-
-# --------------------------------------------------------------------------- directives
-
-
-def if_expr(*, condition: Expr, blank: bool, then: Expr | None, otherwise: Expr | None) -> Expr:
-    """``@if``: ``exists`` = not missing/null; ``blank`` also needs ``value != ''`` (loosely).
-
-    The loader passes ``otherwise=None`` when Segment would skip the ``else`` branch (a falsy
-    ``else`` literal), so a missing branch yields MISSING as in Segment.
-    """
-
-    def evaluate(event: JsonObject) -> Any:
-        value = condition(event)
-        holds = value is not MISSING and value is not None
-        if holds and blank:
-            holds = not _loosely_empty(value)
-        if holds:
-            return then(event) if then is not None else MISSING
-        return otherwise(event) if otherwise is not None else MISSING
-
-    return evaluate
-
-
-def case_expr(*, operator: str, value: Expr) -> Expr:
-    """``@case``: lower or upper case strings; other values pass through unchanged."""
-    upper = operator == "upper"
-
-    def evaluate(event: JsonObject) -> Any:
-        result = value(event)
-        if isinstance(result, str):
-            return result.upper() if upper else result.lower()
-        return result
-
-    return evaluate
-
-
-def _js_replacer(replacement: str) -> Callable[[re.Match[str]], str] | str:
-    """JavaScript's replacement-string patterns (``$$``, ``$&``, ``$```, ``$'``)."""
-    if "$" not in replacement:
-        return replacement.replace("\\", "\\\\")
-
-    def expand(match: re.Match[str]) -> str:
-        out: list[str] = []
-        i = 0
-        text = replacement
-        while i < len(text):
-            char = text[i]
-            nxt = text[i + 1] if i + 1 < len(text) else ""
-            if char == "$" and nxt in ("$", "&", "`", "'"):
-                if nxt == "$":
-                    out.append("$")
-                elif nxt == "&":
-                    out.append(match.group(0))
-                elif nxt == "`":
-                    out.append(match.string[: match.start()])
-                else:
-                    out.append(match.string[match.end() :])
-                i += 2
-            else:
-                out.append(char)
-                i += 1
-        return "".join(out)
-
-    return expand
-
-
-def replace_expr(
-    *,
-    value: Expr,
-    pattern: str,
-    replacement: str,
-    global_: bool,
-    ignorecase: bool,
-    pattern2: str | None,
-    replacement2: str,
-) -> Expr:
-    """``@replace`` as Segment: literal pattern(s), numbers and booleans stringified first.
-
-    A value that is not a string, number or boolean (missing and null included) gives ``""``,
-    exactly as Segment does.
-    """
-    flags = re.IGNORECASE if ignorecase else 0
-    count = 0 if global_ else 1
-    first = re.compile(re.escape(pattern), flags)
-    first_repl = _js_replacer(replacement)
-    second = re.compile(re.escape(pattern2), flags) if pattern2 else None
-    second_repl = _js_replacer(replacement2)
-
-    def evaluate(event: JsonObject) -> str:
-        result = value(event)
-        if isinstance(result, bool | int | float) and not isinstance(result, str):
-            result = js_string(result)
-        if not isinstance(result, str):
-            return ""
-        result = first.sub(first_repl, result, count=count)
-        if second is not None:
-            result = second.sub(second_repl, result, count=count)
-        return result
-
-    return evaluate
-
-
-def merge_expr(*, objects: Sequence[Expr], left: bool) -> Expr:
-    """``@merge``: ``Object.assign`` of the objects; later ones win (earlier ones with ``left``).
-
-    Values that are not objects are skipped.
-    """
-    exprs = tuple(reversed(objects)) if left else tuple(objects)
-
-    def evaluate(event: JsonObject) -> JsonObject:
-        out: JsonObject = {}
-        for expr in exprs:
-            item = expr(event)
-            if isinstance(item, dict):
-                out.update(item)
-        return out
-
-    return evaluate
+# --------------------------------------------------------------------------- segmetro's directives
 
 
 def coalesce_expr(items: Sequence[Expr]) -> Expr:

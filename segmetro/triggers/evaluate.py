@@ -19,12 +19,10 @@ from typing import Any, Final
 
 from segmetro.jsvalue import (
     OBJECT_MEMBERS,
-    OPAQUE,
     UNDEFINED,
     js_string,
-    js_truthy,
-    member,
     number_value,
+    step,
     to_number,
     utf16,
 )
@@ -80,16 +78,6 @@ def compile_node(node: Node) -> Predicate:
     exec(compile(source, "<trigger>", "exec"), names)
     match: Predicate = names["match"]
     return match
-
-
-def step(obj: Any, key: str) -> Any:
-    """One step of Segment's ``get``: ``obj && obj[key]``."""
-    if type(obj) is dict:
-        value = obj.get(key, UNDEFINED)
-        return OPAQUE if value is UNDEFINED and key in OBJECT_MEMBERS else value
-    if not js_truthy(obj):
-        return obj
-    return member(obj, key)
 
 
 def walk(obj: Any, keys: tuple[str, ...]) -> Any:
