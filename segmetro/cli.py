@@ -833,6 +833,14 @@ def fake_metronome(
     billable_event_type: Annotated[
         list[str] | None, typer.Option(help="event_types search reports as billable.")
     ] = None,
+    account: Annotated[
+        Path | None,
+        typer.Option(
+            help="Account file (customers, ingest aliases, billable metrics; see "
+            "samples/account.json): served by GET /v1/billable-metrics and /v1/customers, "
+            "matched in search, drafted by previewEvents."
+        ),
+    ] = None,
 ) -> None:
     """Run a local fake of Metronome's ingest and search API, to rehearse a backfill.
 
@@ -841,7 +849,7 @@ def fake_metronome(
     and can inject faults. GET /_fake/state shows what it accepted. Stop it with Ctrl-C.
     """
     from segmetro import output
-    from segmetro.fake_metronome import FakeConfig, serve
+    from segmetro.fake_metronome import FakeConfig, load_account, serve
     from segmetro.window import parse_when
 
     clock = None
@@ -874,6 +882,7 @@ def fake_metronome(
         search_rate=search_rate,
         known_customers=frozenset(known_customer) if known_customer else None,
         billable_event_types=frozenset(billable_event_type) if billable_event_type else None,
+        account=load_account(account) if account is not None else None,
     )
     state = serve(
         config,
