@@ -65,6 +65,38 @@ SourceIdOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+BillingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--billing",
+        help="Preview what the events would bill: the account's billable metrics and "
+        "customers (GET with METRONOME_BEARER_TOKEN, or the files below); exit 1 when any "
+        "event would bill nothing.",
+    ),
+]
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--billable-metrics",
+        help="Billable metrics offline: a saved GET /v1/billable-metrics answer (implies "
+        "--billing).",
+    ),
+]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write a self-contained HTML page of the result (aggregates only; "
+        "opens offline), for a sign-off.",
+    ),
+]
+CustomersFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--customers",
+        help="Customers offline: a saved GET /v1/customers answer (implies --billing).",
+    ),
+]
 
 
 def reports_errors(command: F) -> F:
@@ -204,10 +236,18 @@ def map_command(
             show_default=False,
         ),
     ] = None,
+    billing: BillingOpt = False,
+    billable_metrics: MetricsFileOpt = None,
+    customers: CustomersFileOpt = None,
+    api_url: Annotated[
+        str,
+        typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL (for --billing)."),
+    ] = "https://api.metronome.com",
 ) -> None:
     """Write the exact Metronome events as JSON lines, without sending anything.
 
-    Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
+    Exit 0 when nothing was rejected (and, with --billing, every event bills), 1 when
+    something was rejected or would bill nothing, 2 for a configuration error.
     """
     from segmetro import output
     from segmetro.pipeline import check_rejects_path, run_map
@@ -217,6 +257,7 @@ def map_command(
         mapping, inputs, since, until, now, endpoint_url=endpoint_url, source_id=source_id
     )
     check_rejects_path(rejects, inputs_set, overwrite=False)
+    preview = _billing(billing, billable_metrics, customers, api_url)
     with (
         _open_output(out) as sink,
         output.Progress(total_bytes=inputs_set.total_bytes, quiet=quiet) as progress,
@@ -230,6 +271,7 @@ def map_command(
             rejects_path=rejects,
             on_bytes=progress.advance,
             workers=workers if workers is not None else choose_workers(inputs_set.objects),
+            billing=preview,
         )
     output.summary(report.counts)
     output.rejects(
@@ -237,7 +279,9 @@ def map_command(
         total=report.counts.rejected_total,
         path=str(rejects) if rejects is not None else None,
     )
-    if report.counts.rejected_total:
+    if preview is not None:
+        output.billing(preview)
+    if report.counts.rejected_total or (preview is not None and preview.exit_code):
         raise typer.Exit(1)
 
 
@@ -268,6 +312,30 @@ def _job(
     )
     output.skipped_inputs(inputs_set)
     return mappings, window, inputs_set
+
+
+def _command_line() -> str:
+    """The command as typed, for a report page; the token is an environment variable."""
+    return " ".join(["segmetro", *sys.argv[1:]])
+
+
+def _write_report(path: Path | None, kind: str, result: Any, command: str) -> None:
+    if path is None:
+        return
+    from segmetro.report import write_report
+
+    write_report(path, kind, result.to_json(), command=command)
+
+
+def _billing(enabled: bool, metrics: Path | None, customers: Path | None, api_url: str) -> Any:
+    """The billing preview to feed, or None; lists not given as files are read from the API."""
+    if not (enabled or metrics or customers):
+        return None
+    from segmetro.billing import BillingPreview, fetch_account
+
+    token = os.environ.get("METRONOME_BEARER_TOKEN", "")
+    account = fetch_account(api_url, token, metrics_file=metrics, customers_file=customers)
+    return BillingPreview(account)
 
 
 @contextlib.contextmanager
@@ -407,6 +475,10 @@ def replay(
     source_id: SourceIdOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
+    billing: BillingOpt = False,
+    billable_metrics: MetricsFileOpt = None,
+    customers: CustomersFileOpt = None,
+    report_page: ReportOpt = None,
 ) -> None:
     """Send the mapped events to Metronome's /v1/ingest in batches.
 
@@ -431,6 +503,8 @@ def replay(
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
+    if not dry_run and (billing or billable_metrics or customers or report_page):
+        raise ConfigError("--billing, --billable-metrics, --customers and --report need --dry-run")
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token and not dry_run:
         raise ConfigError(
@@ -458,6 +532,9 @@ def replay(
             resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
+            billing=_billing(billing, billable_metrics, customers, api_url),
+            report=report_page,
+            command=_command_line(),
         )
         return
     config = SenderConfig(
@@ -534,6 +611,9 @@ def _dry_run(
     resend_changed: bool,
     json_out: bool,
     quiet: bool,
+    billing: Any,
+    report: Path | None,
+    command: str,
 ) -> None:
     from segmetro import output
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
@@ -565,10 +645,12 @@ def _dry_run(
                 rejects=sink,
                 on_bytes=progress.advance,
                 target=target,
+                billing=billing,
             )
     finally:
         if db is not None:
             db.close()
+    _write_report(report, "plan", result, command)
     if json_out:
         output.write_json(result.to_json())
     else:
@@ -593,6 +675,7 @@ def diff(
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
     endpoint_url: EndpointOpt = None,
+    report_page: ReportOpt = None,
 ) -> None:
     """Compare two versions of a mapping over the same input: events added, removed, changed.
 
@@ -611,6 +694,7 @@ def diff(
     window = Window.from_options(since=since, until=until, now=now)
     inputs_set = open_inputs(inputs, endpoint_url=endpoint_url)
     result = diff_mappings(old, new, inputs_set, window=window)
+    _write_report(report_page, "diff", result, _command_line())
     if json_out:
         output.write_json(result.to_json())
     else:
@@ -636,6 +720,7 @@ def verify(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
+    report_page: ReportOpt = None,
 ) -> None:
     """Check a sample of delivered events with Metronome's /v1/events/search.
 
@@ -676,6 +761,7 @@ def verify(
                 db.for_destination(destination), sample=sample, now=window.now, config=config
             )
         )
+    _write_report(report_page, "verify", report, _command_line())
     if json_out:
         output.write_json(report.to_json())
     else:

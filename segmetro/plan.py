@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
@@ -60,6 +61,8 @@ class Plan:
     by_mapping: dict[str, Counter[str]] = field(default_factory=dict)
     by_event_type: dict[str, Counter[str]] = field(default_factory=dict)
     by_day: dict[str, Counter[str]] = field(default_factory=dict)
+    #: events a replay would send (new and changed), by day and event_type: the report's bars
+    sent_by_day: dict[str, Counter[str]] = field(default_factory=dict)
     changed: list[EventDiff] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     inputs_total: int = 0
@@ -67,16 +70,22 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: Which destination's ledger and checkpoints the plan used, and why.
     target: PlanTarget | None = None
+    #: With ``--billing``: what the events the run would send would bill.
+    billing: BillingPreview | None = None
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.counts.rejected_total or self.categories["changed"] else 0
+        problems = self.counts.rejected_total or self.categories["changed"]
+        billing = self.billing is not None and self.billing.exit_code
+        return 1 if problems or billing else 0
 
     def note(self, category: str, mapping: str, event_type: str, day: str) -> None:
         self.categories[category] += 1
         self.by_mapping.setdefault(mapping, Counter())[category] += 1
         self.by_event_type.setdefault(event_type, Counter())[category] += 1
         self.by_day.setdefault(day, Counter())[category] += 1
+        if category != "unchanged":
+            self.sent_by_day.setdefault(day, Counter())[event_type] += 1
 
     def to_json(self) -> dict[str, Any]:
         categories = {"new": 0, "unchanged": 0, "changed": 0}
@@ -84,12 +93,15 @@ class Plan:
         categories["filtered"] = self.counts.filtered
         for reason, n in self.counts.rejected.items():
             categories[f"rejected:{reason}"] = n
-        return {
+        out = {
             "plan": dict(sorted(categories.items())),
             "counts": self.counts.to_json(),
             "by_mapping": {k: dict(v) for k, v in sorted(self.by_mapping.items())},
             "by_event_type": {k: dict(v) for k, v in sorted(self.by_event_type.items())},
             "by_day": {k: dict(v) for k, v in sorted(self.by_day.items())},
+            "sent_by_day": {
+                k: dict(sorted(v.items())) for k, v in sorted(self.sent_by_day.items())
+            },
             "changed_sample": [d.to_json() for d in self.changed],
             "rejects_sample": [r.to_json() for r in self.rejects],
             "inputs": self.inputs_total,
@@ -98,6 +110,9 @@ class Plan:
             "destination": None if self.target is None else self.target.to_json(),
             "exit_code": self.exit_code,
         }
+        if self.billing is not None:
+            out["billing"] = self.billing.to_json()
+        return out
 
 
 def plan(
@@ -110,12 +125,15 @@ def plan(
     on_bytes: Callable[[int], None] | None = None,
     rejects: RejectSink | None = None,
     target: PlanTarget | None = None,
+    billing: BillingPreview | None = None,
 ) -> Plan:
     """Classify every event as a replay would, sending nothing and writing no state.
 
     With `resume` (from the same checkpoints a replay would use), finished inputs are skipped
     and partly read ones start where a replay would, so the plan is what the run will do.
     `target` (from `plan_target`) says which destination `state` is; its warning is kept.
+    `billing` previews every event the run would send (new, and changed ones, which
+    ``--resend-changed`` sends).
     """
     counts = Counts()
     resume = resume or Resume()
@@ -127,6 +145,7 @@ def plan(
         inputs_skipped=len(skipped),
         warnings=[target.warning] if target is not None and target.warning else [],
         target=target,
+        billing=billing,
     )
     result.warnings.extend(resume.warnings)
     sink = rejects or RejectSink(None)
@@ -134,6 +153,8 @@ def plan(
     def classify(pending: deque[Mapped]) -> None:
         for mapped, category, previous in against_ledger(pending, state):
             payload = mapped.payload
+            if billing is not None and category != "unchanged":
+                billing.add(payload, mapped.record.coords)
             if category == "new":
                 counts.emitted += 1
             elif category == "unchanged":

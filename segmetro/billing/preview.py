@@ -302,8 +302,10 @@ class BillingPreview:
         for usage in self.metric_usage():
             m = usage.metric
             what = m.aggregation_type + (f"({m.aggregation_key})" if m.aggregation_key else "")
+            reached = "" if usage.total.events else " (no event reaches it)"
             lines.append(
-                f"  {m.name} [{what}]: {_fmt(usage.total.usage)} from {usage.total.events} events"
+                f"  {m.name} [{what}]: {_fmt(usage.total.usage)} from {usage.total.events} "
+                f"events{reached}"
             )
             ranked = sorted(usage.by_customer.items(), key=lambda i: -i[1].events)
             lines.extend(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Reject
@@ -24,6 +25,7 @@ class MapReport:
     rejects: list[Reject] = field(default_factory=list)
     rejects_path: Path | None = None
     inputs: int = 0
+    billing: BillingPreview | None = None
 
 
 def run_map(
@@ -35,12 +37,14 @@ def run_map(
     rejects_path: Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
+    billing: BillingPreview | None = None,
 ) -> MapReport:
     """Write the exact Metronome events for `inputs` as JSON lines to `out`.
 
     With ``workers > 1`` and several re-readable inputs, inputs are read and mapped in that many
     worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
-    input order, so output and rejects are the same as with one process.
+    input order, so output and rejects are the same as with one process. `billing` previews
+    each event written.
     """
     from segmetro.pipeline import workers as parallel
 
@@ -68,6 +72,8 @@ def run_map(
                 continue
             assert item.line is not None
             counts.emitted += 1
+            if billing is not None:
+                billing.add(item.payload, item.record.coords)
             pending.append(item.line)
             if len(pending) >= WRITE_BATCH:
                 out.write(b"".join(pending))
@@ -78,6 +84,7 @@ def run_map(
             rejects=sink.shown,
             rejects_path=rejects_path,
             inputs=len(inputs.objects),
+            billing=billing,
         )
 
 
