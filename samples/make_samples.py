@@ -10,6 +10,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -85,7 +86,7 @@ def _id(kind: str, name: str) -> str:
     return str(uuid.uuid5(ACCOUNT_NS, f"{kind}:{name}"))
 
 
-def account() -> dict[str, list[dict[str, object]]]:
+def account() -> dict[str, object]:
     """The sample Metronome account: its customers (by ingest alias) and billable metrics."""
     customers: list[dict[str, object]] = []
     for name in [*CUSTOMERS, "oldco"]:
@@ -163,7 +164,9 @@ def account() -> dict[str, list[dict[str, object]]]:
             "archived_at": "2026-06-30T00:00:00Z",
         },
     ]
-    return {"customers": customers, "billable_metrics": metrics}
+    # Cents per unit, for the fake's previewEvents drafts (the fake's own extension).
+    prices = {"API calls": 2, "CPU seconds": 0.5}
+    return {"customers": customers, "billable_metrics": metrics, "prices": prices}
 
 
 def write_account() -> None:
@@ -174,10 +177,12 @@ def write_account() -> None:
     billing = HERE / "billing"
     billing.mkdir(exist_ok=True)
     # What GET /v1/billable-metrics answers: archived metrics are left out by default.
-    active = [m for m in data["billable_metrics"] if "archived_at" not in m]
+    metrics = cast(list[dict[str, object]], data["billable_metrics"])
+    customers = cast(list[dict[str, object]], data["customers"])
+    active = [m for m in metrics if "archived_at" not in m]
     page = {"data": active, "next_page": None}
     (billing / "billable-metrics.json").write_bytes(orjson.dumps(page, option=option))
-    active_customers = [c for c in data["customers"] if "archived_at" not in c]
+    active_customers = [c for c in customers if "archived_at" not in c]
     page = {"data": active_customers, "next_page": None}
     (billing / "customers.json").write_bytes(orjson.dumps(page, option=option))
 

@@ -327,7 +327,9 @@ def _write_report(path: Path | None, kind: str, result: Any, command: str) -> No
     write_report(path, kind, result.to_json(), command=command)
 
 
-def _billing(enabled: bool, metrics: Path | None, customers: Path | None, api_url: str) -> Any:
+def _billing(
+    enabled: bool, metrics: Path | None, customers: Path | None, api_url: str, keep: int = 0
+) -> Any:
     """The billing preview to feed, or None; lists not given as files are read from the API."""
     if not (enabled or metrics or customers):
         return None
@@ -335,7 +337,7 @@ def _billing(enabled: bool, metrics: Path | None, customers: Path | None, api_ur
 
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     account = fetch_account(api_url, token, metrics_file=metrics, customers_file=customers)
-    return BillingPreview(account)
+    return BillingPreview(account, keep_events=100 if keep else 0)
 
 
 @contextlib.contextmanager
@@ -479,6 +481,15 @@ def replay(
     billable_metrics: MetricsFileOpt = None,
     customers: CustomersFileOpt = None,
     report_page: ReportOpt = None,
+    invoice_preview: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Implies --billing: post the planned events of the N largest customers to "
+            "previewEvents (at most 100 each; nothing is ingested) and show the draft "
+            "invoice totals.",
+        ),
+    ] = 0,
 ) -> None:
     """Send the mapped events to Metronome's /v1/ingest in batches.
 
@@ -503,8 +514,11 @@ def replay(
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
-    if not dry_run and (billing or billable_metrics or customers or report_page):
-        raise ConfigError("--billing, --billable-metrics, --customers and --report need --dry-run")
+    if not dry_run and (billing or billable_metrics or customers or report_page or invoice_preview):
+        raise ConfigError(
+            "--billing, --billable-metrics, --customers, --invoice-preview and --report need "
+            "--dry-run"
+        )
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token and not dry_run:
         raise ConfigError(
@@ -532,7 +546,14 @@ def replay(
             resend_changed=resend_changed,
             json_out=json_out,
             quiet=quiet,
-            billing=_billing(billing, billable_metrics, customers, api_url),
+            billing=_billing(
+                billing or invoice_preview > 0,
+                billable_metrics,
+                customers,
+                api_url,
+                invoice_preview,
+            ),
+            invoice_preview=invoice_preview,
             report=report_page,
             command=_command_line(),
         )
@@ -614,6 +635,7 @@ def _dry_run(
     billing: Any,
     report: Path | None,
     command: str,
+    invoice_preview: int = 0,
 ) -> None:
     from segmetro import output
     from segmetro.pipeline import RejectSink, plan_resume, plan_target
@@ -650,6 +672,10 @@ def _dry_run(
     finally:
         if db is not None:
             db.close()
+    if invoice_preview and billing is not None:
+        from segmetro.billing import draft_invoices
+
+        draft_invoices(billing, invoice_preview, api_url=api_url, token=token)
     _write_report(report, "plan", result, command)
     if json_out:
         output.write_json(result.to_json())

@@ -428,3 +428,57 @@ def test_text_lines_show_the_top_and_how_many_more() -> None:
     assert lines[0].endswith("0 bill, 8 bill nothing")
     assert "… and 5 more" in "\n".join(lines)
     assert len(preview.to_json()["losses"]) == 8
+
+
+def test_invoice_preview_waits_out_429_and_reports_other_failures() -> None:
+    from segmetro.billing import draft_invoices
+
+    answers = [
+        httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.Response(
+            200,
+            json={
+                "data": [
+                    {
+                        "type": "USAGE",
+                        "status": "DRAFT",
+                        "total": 7,
+                        "credit_type": {"name": "USD"},
+                        "line_items": [],
+                    }
+                ]
+            },
+        ),
+        httpx.Response(500),
+    ]
+    posted: list[Any] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append(orjson.loads(request.content))
+        return answers.pop(0)
+
+    account = Account(
+        metrics=parse_metrics([{"data": [metric(name="Calls")], "next_page": None}], origin="t"),
+        customers=parse_customers([{"data": [ACME, GLOBEX], "next_page": None}], origin="t"),
+    )
+    preview = BillingPreview(account, keep_events=100)
+    for i in range(3):
+        preview.add(event("acme", "api", f"2026-11-24T10:00:0{i}Z"), "f")
+    preview.add(event("globex", "api"), "f")
+    waits: list[float] = []
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    drafts = draft_invoices(
+        preview, 1, api_url="https://x", token="t", client=client, sleep=waits.append
+    )
+    assert waits == [2.0]
+    assert [d["customer"] for d in drafts] == ["Acme"]
+    assert drafts[0]["invoices"][0]["total"] == 7
+    assert len(posted[-1]["events"]) == 3
+    assert set(posted[-1]["events"][0]) == {
+        "transaction_id",
+        "event_type",
+        "timestamp",
+        "properties",
+    }
+    with pytest.raises(BillingDataError, match="answered 500"):
+        draft_invoices(preview, 1, api_url="https://x", token="t", client=client)

@@ -261,3 +261,37 @@ def test_verify_reports_what_sampled_events_bill(
     assert billing["billed"] == report["found"] - jobs
     assert billing["events_by_metric"]["API calls"] == billing["billed"]
     assert "CPU seconds" not in billing["events_by_metric"]
+
+
+def test_invoice_preview_drafts_the_largest_customers_and_ingests_nothing(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    server = fake_metronome(account=load_account(SAMPLES / "account.json"))
+    args = [a for a in dry_run(FIXED) if a not in OFFLINE]
+    result = run(
+        runner,
+        [*args, "--invoice-preview", "2", "--json", "--api-url", server.url],
+        tmp_path,
+        METRONOME_BEARER_TOKEN=TOKEN,
+    )
+    assert result.exit_code == 0, result.output
+    billing = orjson.loads(result.stdout)["billing"]
+    drafts = billing["invoice_preview"]
+    counts = billing["events_by_customer"]
+    assert [d["customer"] for d in drafts] == sorted(counts, key=lambda c: (-counts[c], c))[:2]
+    cpu = usage_of(billing, "CPU seconds")["by_customer"]
+    for draft in drafts:
+        assert draft["events_sent"] == draft["events"] == counts[draft["customer"]]
+        (invoice,) = draft["invoices"]
+        lines = {line["name"]: line for line in invoice["line_items"]}
+        assert lines["CPU seconds"]["quantity"] == cpu[draft["customer"]]
+        assert lines["CPU seconds"]["total"] == cpu[draft["customer"]] * 0.5
+        assert invoice["total"] == sum(line["total"] for line in invoice["line_items"])
+    assert server.snapshot(include_events=False).events_accepted == 0
+    text = run(
+        runner,
+        [*args, "--invoice-preview", "1", "--api-url", server.url],
+        tmp_path,
+        METRONOME_BEARER_TOKEN=TOKEN,
+    )
+    assert f"draft invoice of {drafts[0]['customer']} from the first" in text.stderr

@@ -9,7 +9,8 @@ package decides that before anything is sent:
 * ``rules``: Metronome's matching rules (event-type filter, property filters, customer
   resolution by id or ingest alias) and which value an aggregation can use;
 * ``usage``: the aggregations (COUNT, SUM, MAX, UNIQUE, LATEST) by customer, day and group key;
-* ``preview``: the report of one run: what would bill nothing, by cause, and the usage added.
+* ``preview``: the report of one run: what would bill nothing, by cause, and the usage added;
+* ``invoice``: ``--invoice-preview N``, Metronome's draft invoices of the largest customers.
 
 Imports flow ``billing → {models, errors}``; the pipeline feeds it each event a run would send.
 """
@@ -27,6 +28,7 @@ from segmetro.billing.account import (
     parse_customers,
     parse_metrics,
 )
+from segmetro.billing.invoice import draft_invoices
 from segmetro.billing.preview import BillingPreview
 from segmetro.billing.rules import Miss, aggregation_value, filter_text, match_metric
 from segmetro.billing.usage import Aggregate
@@ -40,6 +42,7 @@ __all__ = [
     "Metric",
     "Miss",
     "aggregation_value",
+    "draft_invoices",
     "fetch_account",
     "filter_text",
     "load_customers",

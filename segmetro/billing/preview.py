@@ -25,6 +25,7 @@ CAUSES = ("unknown_customer", "no_metric", "aggregation_key")
 #: Lines of each list the text plan shows; ``--json`` has all of them.
 TOP = 5
 _NONE = "(none)"
+_PREVIEW_FIELDS = ("transaction_id", "event_type", "timestamp", "properties")
 
 
 @dataclass
@@ -116,8 +117,14 @@ def _by_name(names: dict[str, str]) -> Any:
 class BillingPreview:
     """The billing side of one dry run (or ``map``): feed it with ``add``, then report."""
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, *, keep_events: int = 0) -> None:
         self.account = account
+        #: with ``--invoice-preview``: the first `keep_events` billed events of each customer,
+        #: as ``previewEvents`` takes them (it takes at most 100 per request)
+        self.keep_events = keep_events
+        self.kept: dict[str, list[dict[str, Any]]] = {}
+        #: the draft invoices, once ``invoice.draft_invoices`` asked for them
+        self.invoices: list[dict[str, Any]] | None = None
         self._metrics = account.active_metrics
         self.events = 0
         self.billed = 0
@@ -208,6 +215,10 @@ class BillingPreview:
             self.usage[metric].skipped[why] += 1
         self.billed += 1
         self.customers[customer.id] += 1
+        if self.keep_events:
+            kept = self.kept.setdefault(customer.id, [])
+            if len(kept) < self.keep_events:
+                kept.append({k: payload[k] for k in _PREVIEW_FIELDS if k in payload})
         for metric, value in takes:
             groups = [
                 (",".join(keys), ",".join(_group_value(properties.get(k)) for k in keys))
@@ -285,6 +296,7 @@ class BillingPreview:
             "customers": len([c for c in account.customers if not c.archived]),
             "not_previewed_sql": [m.name for m in account.sql_metrics],
             "archived_left_out": [m.name for m in account.archived_metrics],
+            "invoice_preview": self.invoices,
             "exit_code": self.exit_code,
         }
 
@@ -319,7 +331,20 @@ class BillingPreview:
         archived = self.account.archived_metrics
         if archived:
             lines.append(f"  archived, left out: {', '.join(m.name for m in archived)}")
+        for draft in self.invoices or ():
+            totals = ", ".join(
+                f"{inv['total']} {inv['credit_type']} ({inv['type']})" for inv in draft["invoices"]
+            )
+            lines.append(
+                f"  draft invoice of {draft['customer']} from the first {draft['events_sent']} "
+                f"of {draft['events']} events: {totals or 'no invoice'}"
+            )
         return lines
+
+    def largest_customers(self, n: int) -> list[tuple[str, str, int]]:
+        """(id, name, billed events) of the `n` customers with the most billed events."""
+        ranked = sorted(self.customers.items(), key=lambda i: (-i[1], self._names[i[0]]))
+        return [(cid, self._names[cid], count) for cid, count in ranked[:n]]
 
 
 def _group_value(value: Any) -> str:
