@@ -61,7 +61,7 @@ class Plan:
     by_mapping: dict[str, Counter[str]] = field(default_factory=dict)
     by_event_type: dict[str, Counter[str]] = field(default_factory=dict)
     by_day: dict[str, Counter[str]] = field(default_factory=dict)
-    #: events a replay would send (new and changed), by day and event_type: the report's bars
+    #: new events (what a replay sends and Metronome takes), by day and event_type
     sent_by_day: dict[str, Counter[str]] = field(default_factory=dict)
     changed: list[EventDiff] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
@@ -84,7 +84,7 @@ class Plan:
         self.by_mapping.setdefault(mapping, Counter())[category] += 1
         self.by_event_type.setdefault(event_type, Counter())[category] += 1
         self.by_day.setdefault(day, Counter())[category] += 1
-        if category != "unchanged":
+        if category == "new":
             self.sent_by_day.setdefault(day, Counter())[event_type] += 1
 
     def to_json(self) -> dict[str, Any]:
@@ -132,8 +132,8 @@ def plan(
     With `resume` (from the same checkpoints a replay would use), finished inputs are skipped
     and partly read ones start where a replay would, so the plan is what the run will do.
     `target` (from `plan_target`) says which destination `state` is; its warning is kept.
-    `billing` previews every event the run would send (new, and changed ones, which
-    ``--resend-changed`` sends).
+    `billing` previews every new event: Metronome ignores a transaction_id it already has, so
+    unchanged and changed ones (even resent) add no usage.
     """
     counts = Counts()
     resume = resume or Resume()
@@ -153,7 +153,7 @@ def plan(
     def classify(pending: deque[Mapped]) -> None:
         for mapped, category, previous in against_ledger(pending, state):
             payload = mapped.payload
-            if billing is not None and category != "unchanged":
+            if billing is not None and category == "new":
                 billing.add(payload, mapped.record.coords)
             if category == "new":
                 counts.emitted += 1

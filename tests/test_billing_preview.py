@@ -295,3 +295,54 @@ def test_invoice_preview_drafts_the_largest_customers_and_ingests_nothing(
         METRONOME_BEARER_TOKEN=TOKEN,
     )
     assert f"draft invoice of {drafts[0]['customer']} from the first" in text.stderr
+
+
+def test_only_new_events_are_previewed(
+    runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
+) -> None:
+    server = fake_metronome(account=load_account(SAMPLES / "account.json"))
+    state = tmp_path / "state.db"
+    env = {"METRONOME_BEARER_TOKEN": TOKEN}
+    sent = runner.invoke(
+        app,
+        [
+            "replay",
+            "-m",
+            FIXED,
+            INPUTS[0],
+            "--now",
+            SAMPLES_NOW,
+            "-q",
+            "--api-url",
+            server.url,
+            "--state",
+            str(state),
+        ],
+        env=env,
+    )
+    assert sent.exit_code == 0, sent.output
+    result = runner.invoke(
+        app, [*dry_run(FIXED), "--api-url", server.url, "--state", str(state), "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    plan = orjson.loads(result.stdout)
+    assert plan["inputs_skipped"] == 1, "the sent input is done: a replay skips it"
+    assert plan["billing"]["events"] == plan["plan"]["new"] > 0
+    assert sum(sum(day.values()) for day in plan["sent_by_day"].values()) == plan["plan"]["new"]
+    reread = runner.invoke(
+        app,
+        [
+            *dry_run(FIXED),
+            "--api-url",
+            server.url,
+            "--state",
+            str(state),
+            "--resend-changed",
+            "--json",
+        ],
+        env=env,
+    )
+    assert reread.exit_code == 0, reread.output
+    again = orjson.loads(reread.stdout)
+    assert again["plan"]["unchanged"] > 0, "every input read again: the sent ones are unchanged"
+    assert again["billing"]["events"] == again["plan"]["new"] == plan["plan"]["new"]
