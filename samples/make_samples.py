@@ -10,6 +10,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -78,7 +79,116 @@ def day_lines(r: random.Random, day: datetime, count: int) -> list[bytes]:
     return lines
 
 
+ACCOUNT_NS = uuid.UUID("0b7f3a52-6a1e-4d55-9a43-2f6d9e0c1b77")
+
+
+def _id(kind: str, name: str) -> str:
+    return str(uuid.uuid5(ACCOUNT_NS, f"{kind}:{name}"))
+
+
+def account() -> dict[str, object]:
+    """The sample Metronome account: its customers (by ingest alias) and billable metrics."""
+    customers: list[dict[str, object]] = []
+    for name in [*CUSTOMERS, "oldco"]:
+        customers.append(
+            {
+                "id": _id("customer", name),
+                "external_id": name,
+                "ingest_aliases": [name, f"billing@{name}.example"],
+                "name": name.replace("-", " ").title(),
+                "created_at": "2026-01-05T00:00:00.000Z",
+                "updated_at": "2026-01-05T00:00:00.000Z",
+                "customer_config": {"salesforce_account_id": None},
+                "custom_fields": {},
+                **({"archived_at": "2026-06-30T00:00:00.000Z"} if name == "oldco" else {}),
+            }
+        )
+    api = {"in_values": ["API Call"]}
+    metrics: list[dict[str, object]] = [
+        {
+            "id": _id("metric", "api-calls"),
+            "name": "API calls",
+            "aggregation_type": "COUNT",
+            "event_type_filter": api,
+            "property_filters": [{"name": "endpoint", "exists": True}],
+            "group_keys": [["endpoint"]],
+        },
+        {
+            "id": _id("metric", "peak-latency"),
+            "name": "Peak latency (ms)",
+            "aggregation_type": "MAX",
+            "aggregation_key": "latency_ms",
+            "event_type_filter": api,
+            "property_filters": [{"name": "latency_ms", "exists": True}],
+        },
+        {
+            "id": _id("metric", "endpoints"),
+            "name": "Endpoints used",
+            "aggregation_type": "UNIQUE",
+            "aggregation_key": "endpoint",
+            "event_type_filter": api,
+            "property_filters": [{"name": "endpoint", "exists": True}],
+        },
+        {
+            "id": _id("metric", "last-method"),
+            "name": "Last method",
+            "aggregation_type": "LATEST",
+            "aggregation_key": "method",
+            "event_type_filter": api,
+            "property_filters": [{"name": "method", "exists": True, "in_values": ["GET", "POST"]}],
+        },
+        {
+            "id": _id("metric", "cpu-seconds"),
+            "name": "CPU seconds",
+            "aggregation_type": "SUM",
+            "aggregation_key": "cpu_seconds",
+            "event_type_filter": {"in_values": ["Job Completed"]},
+            "property_filters": [
+                {"name": "cpu_seconds", "exists": True},
+                {"name": "plan", "exists": True, "in_values": ["free", "pro", "enterprise"]},
+            ],
+            "group_keys": [["plan"]],
+        },
+        {
+            "id": _id("metric", "seats"),
+            "name": "Seats (SQL)",
+            "sql": "SELECT SUM(CAST(properties.seats AS DECIMAL)) FROM events "
+            "WHERE event_type = 'Seat Added'",
+        },
+        {
+            "id": _id("metric", "legacy"),
+            "name": "Legacy API calls",
+            "aggregation_type": "COUNT",
+            "event_type_filter": {"in_values": ["api_call"]},
+            "property_filters": [],
+            "archived_at": "2026-06-30T00:00:00Z",
+        },
+    ]
+    # Cents per unit, for the fake's previewEvents drafts (the fake's own extension).
+    prices = {"API calls": 2, "CPU seconds": 0.5}
+    return {"customers": customers, "billable_metrics": metrics, "prices": prices}
+
+
+def write_account() -> None:
+    """samples/account.json for the fake, and the API's answers for the offline preview."""
+    data = account()
+    option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    (HERE / "account.json").write_bytes(orjson.dumps(data, option=option))
+    billing = HERE / "billing"
+    billing.mkdir(exist_ok=True)
+    # What GET /v1/billable-metrics answers: archived metrics are left out by default.
+    metrics = cast(list[dict[str, object]], data["billable_metrics"])
+    customers = cast(list[dict[str, object]], data["customers"])
+    active = [m for m in metrics if "archived_at" not in m]
+    page = {"data": active, "next_page": None}
+    (billing / "billable-metrics.json").write_bytes(orjson.dumps(page, option=option))
+    active_customers = [c for c in customers if "archived_at" not in c]
+    page = {"data": active_customers, "next_page": None}
+    (billing / "customers.json").write_bytes(orjson.dumps(page, option=option))
+
+
 def main() -> None:
+    write_account()
     r = random.Random(20261126)
     out = HERE / "events"
     out.mkdir(exist_ok=True)

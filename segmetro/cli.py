@@ -164,6 +164,38 @@ ShardOpt = Annotated[
         show_default=False,
     ),
 ]
+BillingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--billing",
+        help="Preview what the events would bill: the account's billable metrics and "
+        "customers (GET with METRONOME_BEARER_TOKEN, or the files below); exit 1 when any "
+        "event would bill nothing.",
+    ),
+]
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--billable-metrics",
+        help="Billable metrics offline: a saved GET /v1/billable-metrics answer (implies "
+        "--billing).",
+    ),
+]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write a self-contained HTML page of the result (aggregates only; "
+        "opens offline), for a sign-off.",
+    ),
+]
+CustomersFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--customers",
+        help="Customers offline: a saved GET /v1/customers answer (implies --billing).",
+    ),
+]
 
 
 def reports_errors(command: F) -> F:
@@ -398,10 +430,18 @@ def map_command(
             show_default=False,
         ),
     ] = None,
+    billing: BillingOpt = False,
+    billable_metrics: MetricsFileOpt = None,
+    customers: CustomersFileOpt = None,
+    api_url: Annotated[
+        str,
+        typer.Option(envvar="METRONOME_BASE_URL", help="Metronome API base URL (for --billing)."),
+    ] = "https://api.metronome.com",
 ) -> None:
     """Write the exact Metronome events as JSON lines, without sending anything.
 
-    Exit 0 when nothing was rejected, 1 when something was, 2 for a configuration error.
+    Exit 0 when nothing was rejected (and, with --billing, every event bills), 1 when
+    something was rejected or would bill nothing, 2 for a configuration error.
     """
     from segmetro import output
     from segmetro.errors import ConfigError
@@ -425,6 +465,7 @@ def map_command(
         protected={"the mapping": mapping, "the state file": Path(_state_path(None, mapping))},
     )
     counts = Counts()
+    preview = _billing(billing, billable_metrics, customers, api_url)
     with (
         _summary_if_interrupted(lambda part: summary.selection(part.counts, mappings.names())),
         _open_output(out) as sink,
@@ -443,8 +484,11 @@ def map_command(
             on_bytes=progress.advance,
             workers=workers if workers is not None else choose_workers(inputs_set.objects),
             counts=counts,
+            billing=preview,
         )
     summary.selection(report.counts, mappings.names())
+    if preview is not None:
+        summary.details["billing"] = preview.to_json()
     if not json_out:
         output.rejects(
             report.rejects,
@@ -452,7 +496,11 @@ def map_command(
             path=str(rejects) if rejects is not None else None,
             hint="--rejects FILE",
         )
-    _finish(summary, 1 if report.counts.rejected_total else 0, json_out, strict=strict)
+        if preview is not None:
+            output.billing(preview)
+    bills_nothing = preview is not None and preview.exit_code
+    exit_code = 1 if report.counts.rejected_total or bills_nothing else 0
+    _finish(summary, exit_code, json_out, strict=strict)
 
 
 def _job(
@@ -491,6 +539,35 @@ def _job(
     if (note := inputs_set.shard_note()) is not None:
         output.info(note)
     return mappings, window, inputs_set
+
+
+def _command_line() -> str:
+    """The command as typed, for a report page; the token is an environment variable."""
+    return " ".join(["segmetro", *sys.argv[1:]])
+
+
+def _write_report(path: Path | None, kind: str, summary: Any, exit_code: int, command: str) -> None:
+    """The --report page, from the --json object the command is about to print."""
+    if path is None:
+        return
+    from segmetro.report import write_report
+
+    data = summary.to_json()
+    data["exit_code"] = exit_code
+    write_report(path, kind, data, command=command)
+
+
+def _billing(
+    enabled: bool, metrics: Path | None, customers: Path | None, api_url: str, keep: int = 0
+) -> Any:
+    """The billing preview to feed, or None; lists not given as files are read from the API."""
+    if not (enabled or metrics or customers):
+        return None
+    from segmetro.billing import BillingPreview, fetch_account
+
+    token = os.environ.get("METRONOME_BEARER_TOKEN", "")
+    account = fetch_account(api_url, token, metrics_file=metrics, customers_file=customers)
+    return BillingPreview(account, keep_events=100 if keep else 0)
 
 
 @contextlib.contextmanager
@@ -722,6 +799,19 @@ def replay(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-batch detail.")] = False,
+    billing: BillingOpt = False,
+    billable_metrics: MetricsFileOpt = None,
+    customers: CustomersFileOpt = None,
+    report_page: ReportOpt = None,
+    invoice_preview: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Implies --billing: post the planned events of the N largest customers to "
+            "previewEvents (at most 100 each; nothing is ingested) and show the draft "
+            "invoice totals.",
+        ),
+    ] = 0,
 ) -> None:
     """Send the mapped events to Metronome's /v1/ingest in batches.
 
@@ -746,6 +836,11 @@ def replay(
 
     if quiet and verbose:
         raise ConfigError("Passing both --quiet and --verbose makes no sense.")
+    if not dry_run and (billing or billable_metrics or customers or report_page or invoice_preview):
+        raise ConfigError(
+            "--billing, --billable-metrics, --customers, --invoice-preview and --report need "
+            "--dry-run"
+        )
     token = os.environ.get("METRONOME_BEARER_TOKEN", "")
     if not token and not dry_run:
         raise ConfigError(
@@ -789,6 +884,16 @@ def replay(
             json_out=json_out,
             quiet=quiet,
             strict=strict,
+            billing=_billing(
+                billing or invoice_preview > 0,
+                billable_metrics,
+                customers,
+                api_url,
+                invoice_preview,
+            ),
+            invoice_preview=invoice_preview,
+            report=report_page,
+            command=_command_line(),
         )
     config = SenderConfig(
         api_url=api_url,
@@ -863,6 +968,10 @@ def _dry_run(
     json_out: bool,
     quiet: bool,
     strict: bool,
+    billing: Any,
+    report: Path | None,
+    command: str,
+    invoice_preview: int = 0,
 ) -> None:
     """The plan of a replay: what it would send, sending nothing and writing no state."""
     from segmetro import output
@@ -908,12 +1017,18 @@ def _dry_run(
                 target=target,
                 resend_changed=resend_changed,
                 counts=counts,
+                billing=billing,
             )
     finally:
         if db is not None:
             db.close()
+    if invoice_preview and billing is not None:
+        from segmetro.billing import draft_invoices
+
+        draft_invoices(billing, invoice_preview, api_url=api_url, token=token)
     summary.rejects = None if rejects is None else str(rejects)
     result.fill(summary, mappings.names())
+    _write_report(report, "plan", summary, result.exit_code, command)
     if not json_out:
         output.show_plan(result)
     _finish(summary, result.exit_code, json_out, strict=strict)
@@ -935,6 +1050,7 @@ def diff(
     json_out: JsonOpt = False,
     strict: StrictOpt = False,
     endpoint_url: EndpointOpt = None,
+    report_page: ReportOpt = None,
 ) -> None:
     """Compare two versions of a mapping over the same input: events added, removed, changed.
 
@@ -957,6 +1073,7 @@ def diff(
     inputs_set = open_inputs(inputs, endpoint_url=endpoint_url)
     result = diff_mappings(old, new, inputs_set, window=window)
     result.fill(summary, old, new)
+    _write_report(report_page, "diff", summary, result.exit_code, _command_line())
     if not json_out:
         output.show_diff(summary)
     _finish(summary, result.exit_code, json_out, strict=strict)
@@ -980,6 +1097,7 @@ def verify(
         ),
     ] = None,
     json_out: JsonOpt = False,
+    report_page: ReportOpt = None,
 ) -> None:
     """Check a sample of delivered events with Metronome's /v1/events/search.
 
@@ -1023,6 +1141,7 @@ def verify(
             )
         )
     report.fill(summary)
+    _write_report(report_page, "verify", summary, report.exit_code, _command_line())
     if not json_out:
         output.show_verify(report)
     _finish(summary, report.exit_code, json_out)
@@ -1177,6 +1296,14 @@ def fake_metronome(
     billable_event_type: Annotated[
         list[str] | None, typer.Option(help="event_types search reports as billable.")
     ] = None,
+    account: Annotated[
+        Path | None,
+        typer.Option(
+            help="Account file (customers, ingest aliases, billable metrics; see "
+            "samples/account.json): served by GET /v1/billable-metrics and /v1/customers, "
+            "matched in search, drafted by previewEvents."
+        ),
+    ] = None,
 ) -> None:
     """Run a local fake of Metronome's ingest and search API, to rehearse a backfill.
 
@@ -1185,7 +1312,7 @@ def fake_metronome(
     and can inject faults. GET /_fake/state shows what it accepted. Stop it with Ctrl-C.
     """
     from segmetro import output
-    from segmetro.fake_metronome import FakeConfig, serve
+    from segmetro.fake_metronome import FakeConfig, load_account, serve
     from segmetro.window import parse_when
 
     clock = None
@@ -1218,6 +1345,7 @@ def fake_metronome(
         search_rate=search_rate,
         known_customers=frozenset(known_customer) if known_customer else None,
         billable_event_types=frozenset(billable_event_type) if billable_event_type else None,
+        account=load_account(account) if account is not None else None,
     )
     state = serve(
         config,

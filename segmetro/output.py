@@ -359,6 +359,15 @@ def show_plan(result: Any) -> None:
             for line in d.lines:
                 out.print(escape(f"      {line}"))
     rejects(result.rejects, total=c.rejected_total, path=None, hint="--rejects FILE")
+    if result.billing is not None:
+        billing(result.billing)
+
+
+def billing(preview: Any) -> None:
+    """The billing preview's lines (totals first, top lines of each list)."""
+    out = console()
+    for line in preview.text_lines():
+        out.print(escape(line))
 
 
 def show_diff(summary: Summary) -> None:
@@ -382,6 +391,22 @@ def show_diff(summary: Summary) -> None:
 def show_verify(report: Any) -> None:
     """The transaction_ids behind verify's counts (the counts follow in the summary)."""
     out = console()
+    bill = report.billing_json()
+    if bill["events"]:
+        causes = bill["bill_nothing_by_cause"]
+        out.print(
+            escape(
+                f"Billing: {bill['billed']} of {bill['events']} found events bill, "
+                f"{bill['bill_nothing']} bill nothing ({causes['unknown_customer']} "
+                f"unknown_customer, {causes['no_metric']} no_metric)"
+            )
+        )
+        for title, table in (
+            ("by metric", bill["events_by_metric"]),
+            ("by customer", bill["events_by_customer"]),
+        ):
+            if table:
+                out.print(escape(f"  {title}: {_counter_line(table)}"))
     for title, ids in (
         ("missing", report.missing),
         ("duplicated", report.duplicates),

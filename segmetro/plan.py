@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.errors import Interrupted
 from segmetro.mapping import MappingSet
@@ -63,6 +64,8 @@ class Plan:
     by_mapping: dict[str, Counter[str]] = field(default_factory=dict)
     by_event_type: dict[str, Counter[str]] = field(default_factory=dict)
     by_day: dict[str, Counter[str]] = field(default_factory=dict)
+    #: new events (what a replay sends and Metronome takes), by day and event_type
+    sent_by_day: dict[str, Counter[str]] = field(default_factory=dict)
     changed: list[EventDiff] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     inputs_total: int = 0
@@ -70,16 +73,22 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: Which destination's ledger and checkpoints the plan used, and why.
     target: PlanTarget | None = None
+    #: With ``--billing``: what the events the run would send would bill.
+    billing: BillingPreview | None = None
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.counts.rejected_total or self.categories["changed"] else 0
+        problems = self.counts.rejected_total or self.categories["changed"]
+        billing = self.billing is not None and self.billing.exit_code
+        return 1 if problems or billing else 0
 
     def note(self, category: str, mapping: str, event_type: str, day: str) -> None:
         self.categories[category] += 1
         self.by_mapping.setdefault(mapping, Counter())[category] += 1
         self.by_event_type.setdefault(event_type, Counter())[category] += 1
         self.by_day.setdefault(day, Counter())[category] += 1
+        if category == "new":
+            self.sent_by_day.setdefault(day, Counter())[event_type] += 1
 
     def fill(self, summary: Summary, names: Sequence[str]) -> None:
         """The plan's summary: the selection, then what a replay would do with the emitted
@@ -103,8 +112,11 @@ class Plan:
             by_day={k: dict(v) for k, v in sorted(self.by_day.items())},
             changed_sample=[d.to_json() for d in self.changed],
             rejects_sample=[r.to_json() for r in self.rejects],
+            sent_by_day={k: dict(sorted(v.items())) for k, v in sorted(self.sent_by_day.items())},
             destination=None if self.target is None else self.target.to_json(),
         )
+        if self.billing is not None:
+            summary.details["billing"] = self.billing.to_json()
 
 
 def plan(
@@ -119,12 +131,15 @@ def plan(
     target: PlanTarget | None = None,
     resend_changed: bool = False,
     counts: Counts | None = None,
+    billing: BillingPreview | None = None,
 ) -> Plan:
     """Classify every event as a replay would, sending nothing and writing no state.
 
     With `resume` (from the same checkpoints a replay would use), finished inputs are skipped
     and partly read ones start where a replay would, so the plan is what the run will do.
     `target` (from `plan_target`) says which destination `state` is; its warning is kept.
+    `billing` previews every new event: Metronome ignores a transaction_id it already has, so
+    unchanged and changed ones (even resent) add no usage.
     """
     counts = counts if counts is not None else Counts()
     resume = resume or Resume()
@@ -136,6 +151,7 @@ def plan(
         inputs_skipped=len(skipped),
         warnings=[target.warning] if target is not None and target.warning else [],
         target=target,
+        billing=billing,
     )
     result.warnings.extend(resume.warnings)
     sink = rejects or RejectSink(None)
@@ -143,6 +159,8 @@ def plan(
     def classify(pending: deque[Mapped]) -> None:
         for mapped, category, previous in against_ledger(pending, state):
             payload = mapped.payload
+            if billing is not None and category == "new":
+                billing.add(payload, mapped.record.coords)
             if category == "unchanged":
                 counts.unchanged += 1
             elif category == "changed" and resend_changed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,27 @@ class VerifyReport:
     different: list[str] = field(default_factory=list)
     #: why nothing could be checked (no delivered event inside the search's 34 days)
     nothing_checked: str | None = None
+    #: events found that Metronome bills, by matched customer name and by metric name
+    by_customer: Counter[str] = field(default_factory=Counter)
+    by_metric: Counter[str] = field(default_factory=Counter)
+    billed: int = 0
+
+    def billing_json(self) -> dict[str, Any]:
+        """The found events in the billing preview's words (``--billing`` of a dry run).
+
+        As there, an event of no customer counts under ``unknown_customer`` only.
+        """
+        return {
+            "events": self.found,
+            "billed": self.billed,
+            "bill_nothing": self.found - self.billed,
+            "bill_nothing_by_cause": {
+                "unknown_customer": len(self.no_customer),
+                "no_metric": len(set(self.no_billable_metric) - set(self.no_customer)),
+            },
+            "events_by_customer": dict(sorted(self.by_customer.items())),
+            "events_by_metric": dict(sorted(self.by_metric.items())),
+        }
 
     @property
     def exit_code(self) -> int:
@@ -46,7 +68,9 @@ class VerifyReport:
         }
         summary.extra.update(sampled=self.sampled, found=self.found)
         summary.extra.update({name: len(ids) for name, ids in lists.items()})
-        summary.details.update(transaction_ids=lists, nothing_checked=self.nothing_checked)
+        summary.details.update(
+            transaction_ids=lists, nothing_checked=self.nothing_checked, billing=self.billing_json()
+        )
         if self.nothing_checked is not None:
             summary.warnings.append(f"verified nothing: {self.nothing_checked}")
 
@@ -93,10 +117,17 @@ async def verify_sample(
         if len(found) > 1 or any(r.get("is_duplicate") for r in found):
             report.duplicates.append(tid)
         original = next((r for r in found if not r.get("is_duplicate")), found[0])
-        if not original.get("matched_customer"):
+        customer = original.get("matched_customer")
+        metrics = original.get("matched_billable_metrics") or []
+        if not customer:
             report.no_customer.append(tid)
-        if not original.get("matched_billable_metrics"):
+        if not metrics:
             report.no_billable_metric.append(tid)
+        if customer and metrics:
+            report.billed += 1
+            report.by_customer[str(customer.get("name") or customer.get("id"))] += 1
+            for metric in metrics:
+                report.by_metric[str(metric.get("name") or metric.get("id"))] += 1
         if _differs(entry, original):
             report.different.append(tid)
     return report

@@ -13,12 +13,16 @@ code it tests, so a mistake in segmetro's mapping or window rules shows up as a 
 * ``app``: routing, auth, ingest with deduplication by ``transaction_id``, search, state.
 * ``server``: the threaded HTTP server, ``FakeMetronome`` (start/stop) and ``serve`` for the CLI.
 * ``config``: ``FakeConfig`` and its errors.
+* ``account``: ``--account``: customers, ingest aliases and billable metrics, listed in cursor
+  pages, matched in search and drafted into invoices by ``previewEvents``, by its own reading
+  of Metronome's rules (no code shared with ``segmetro.billing``).
 
 Everything callers need is importable from here.
 """
 
 from __future__ import annotations
 
+from segmetro.fake_metronome.account import FakeAccount, load_account
 from segmetro.fake_metronome.app import FakeApp, FakeState
 from segmetro.fake_metronome.config import (
     DEFAULT_RATE_LIMIT,
@@ -41,12 +45,14 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_EVENT_DEPTH",
     "PAST_WINDOW",
+    "FakeAccount",
     "FakeApp",
     "FakeConfig",
     "FakeConfigError",
     "FakeListenError",
     "FakeMetronome",
     "FakeState",
+    "load_account",
     "openapi_schema",
     "parse_rfc3339",
     "serve",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from segmetro.fake_metronome.account import CUSTOMERS_PATH, METRICS_PATH, FakeAccount
 from segmetro.fake_metronome.config import FakeConfig
 from segmetro.fake_metronome.faults import STATUS_TEXT, Faults, Refusal
 from segmetro.fake_metronome.schema import (
@@ -44,10 +46,14 @@ JsonObject = dict[str, Any]
 ROUTES: dict[str, tuple[str, ...]] = {
     INGEST_PATH: ("POST",),
     SEARCH_PATH: ("POST",),
+    METRICS_PATH: ("GET",),
+    CUSTOMERS_PATH: ("GET",),
     "/_fake/reset": ("POST",),
     "/_fake/state": ("GET",),
 }
 
+#: ``POST /v1/customers/{customer_id}/previewEvents``
+_PREVIEW_RE = re.compile(r"/v1/customers/([^/]+)/previewEvents")
 _NAMESPACE = uuid.UUID("5b0d3e0c-9a43-4d0e-9a57-6d1f0d3c2a11")
 #: Sentinel for a request body that is not JSON.
 _INVALID: Any = object()
@@ -186,7 +192,8 @@ class FakeApp:
         """The answer to one request; a bug in one answer is a JSON 500, never a dead fake."""
         parts = urlsplit(target)
         path = parts.path.rstrip("/")
-        allowed = ROUTES.get(path)
+        preview = _PREVIEW_RE.fullmatch(path)
+        allowed = ("POST",) if preview else ROUTES.get(path)
         if allowed is None:
             return Reply(404, message(f"no route for {method} {parts.path}"))
         if method not in allowed:
@@ -199,6 +206,8 @@ class FakeApp:
             return Reply(500, message(f"the fake failed to answer {method} {path}"))
 
     def _dispatch(self, path: str, query: str, auth: str | None, data: bytes) -> Reply:
+        if path in (METRICS_PATH, CUSTOMERS_PATH) or _PREVIEW_RE.fullmatch(path):
+            return self._account_call(path, query, auth, data)
         if path == INGEST_PATH:
             return self._ingest(auth, _parse(data))
         if path == SEARCH_PATH:
@@ -297,9 +306,34 @@ class FakeApp:
             ]
             return Reply(200, orjson.dumps(items), delay=delay)
 
+    def _account_call(self, path: str, query: str, auth: str | None, data: bytes) -> Reply:
+        """The account's lists and invoice previews; 404 when the fake was given no account."""
+        with self._lock:
+            denied = self._auth(auth)
+            if denied is not None:
+                return denied
+            account = self._config.account
+            delay = self._faults.latency()
+        if account is None:
+            return Reply(404, message("this fake has no account: start it with --account FILE"))
+        if path == METRICS_PATH:
+            status, body = account.list_metrics(query)
+        elif path == CUSTOMERS_PATH:
+            status, body = account.list_customers(query)
+        else:
+            match = _PREVIEW_RE.fullmatch(path)
+            assert match is not None
+            parsed = _parse(data)
+            if parsed is _INVALID:
+                return Reply(400, message("request body is not valid JSON"), delay=delay)
+            status, body = account.preview(match.group(1), parsed)
+        return Reply(status, orjson.dumps(body), delay=delay)
+
     def _search_item(self, stored: _Stored) -> JsonObject:
         cfg = self._config
         payload = stored.payload
+        if cfg.account is not None:
+            return self._account_item(stored, cfg.account)
         customer, event_type = payload["customer_id"], payload["event_type"]
         item: JsonObject = {
             "id": stored.record_id,
@@ -331,6 +365,24 @@ class FakeApp:
             if billable
             else []
         )
+        return item
+
+    def _account_item(self, stored: _Stored, account: FakeAccount) -> JsonObject:
+        payload = stored.payload
+        customer, metrics = account.matched(payload)
+        item: JsonObject = {
+            "id": stored.record_id,
+            "transaction_id": payload["transaction_id"],
+            "customer_id": payload["customer_id"],
+            "event_type": payload["event_type"],
+            "timestamp": payload["timestamp"],
+            "properties": payload.get("properties", {}),
+            "is_duplicate": False,
+            "processed_at": stored.processed_at,
+            "matched_billable_metrics": metrics,
+        }
+        if customer is not None:
+            item["matched_customer"] = customer
         return item
 
 

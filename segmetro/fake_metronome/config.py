@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from segmetro.errors import ConfigError
+
+if TYPE_CHECKING:
+    from segmetro.fake_metronome.account import FakeAccount
 
 __all__ = ["DEFAULT_RATE_LIMIT", "FakeConfig", "FakeConfigError", "FakeListenError"]
 
@@ -55,6 +59,9 @@ class FakeConfig:
     search_faults: bool = False  # apply the random faults to search requests too
     known_customers: frozenset[str] | None = None  # None = every customer_id matches
     billable_event_types: frozenset[str] | None = None  # None = every event_type is billable
+    #: customers and billable metrics (``--account``): listed, matched in search, previewed;
+    #: it replaces known_customers / billable_event_types
+    account: FakeAccount | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.now is not None and self.now.tzinfo is None:

@@ -74,11 +74,12 @@ def _from_text(text: str, original: Any) -> str:
         raise ValueError(
             f"timestamp {_describe(original)} is not RFC 3339, a date or an epoch number"
         )
-    if match.group(4) is not None:  # a date and time: let the C parser do the common forms
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    # a date and time with a valid offset (if any): let the C parser do the common forms
+    if hour is not None and (sign is None or (off_h <= "23" and (off_m or "0") <= "59")):
         quick = _quick(stripped)
         if quick is not None:
             return quick
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     if year == "0000":
         raise ValueError(f"timestamp {_describe(original)} is outside the years 0001-9999")
     micro = int((fraction or "0")[:6].ljust(6, "0"))
@@ -179,6 +180,8 @@ def _is_millis_offset(value: str) -> bool:
         and value[19] == "."
         and value[23] in "+-"
         and value[26] == ":"
+        and value[24:26] <= "23"
+        and value[27:] <= "59"
         and value.isascii()
     )
 

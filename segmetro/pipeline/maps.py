@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.errors import Interrupted
 from segmetro.mapping import FieldStats, MappingSet
@@ -27,6 +28,7 @@ class MapReport:
     rejects: list[Reject] = field(default_factory=list)
     rejects_path: Path | None = None
     inputs: int = 0
+    billing: BillingPreview | None = None
 
     def fill(self, summary: Summary, names: Sequence[str]) -> None:
         summary.selection(self.counts, names)
@@ -42,13 +44,15 @@ def run_map(
     on_bytes: Callable[[int], None] | None = None,
     workers: int = 1,
     counts: Counts | None = None,
+    billing: BillingPreview | None = None,
 ) -> MapReport:
     """Write the exact Metronome events for `inputs` as JSON lines to `out`.
 
     With ``workers > 1`` and several re-readable inputs, inputs are read and mapped in that many
     worker processes (``segmetro.workers``); the duplicate check and the writing stay here, in
     input order, so output and rejects are the same as with one process. `counts` (new by
-    default) is kept current as the run goes, for progress displays.
+    default) is kept current as the run goes, for progress displays; `billing` previews each
+    event written.
     """
     from segmetro.pipeline import workers as parallel
 
@@ -71,7 +75,11 @@ def run_map(
                 stream, mappings, window=window, counts=counts, deduper=deduper, encode=True
             )
         report = MapReport(
-            counts=counts, rejects=sink.shown, rejects_path=rejects_path, inputs=len(inputs.objects)
+            counts=counts,
+            rejects=sink.shown,
+            rejects_path=rejects_path,
+            inputs=len(inputs.objects),
+            billing=billing,
         )
         pending: list[bytes] = []
         try:
@@ -80,6 +88,8 @@ def run_map(
                     sink.add(item)
                     continue
                 assert item.line is not None
+                if billing is not None:
+                    billing.add(item.payload, item.record.coords)
                 pending.append(item.line)
                 if len(pending) >= WRITE_BATCH:
                     out.write(b"".join(pending))
