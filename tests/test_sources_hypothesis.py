@@ -176,6 +176,21 @@ def _decodes_to(blob: bytes, data: bytes) -> bool:
 
 
 @PROPS
+# A flipped final-block bit of a stored block makes the decoder read the trailer as one more
+# block and end with the stream: damage, not a cut (found by hypothesis).
+@example(
+    members=[
+        [
+            {"\xab\xea\U0003a6c0\xd44\x84\x05^": ["\x93\u4909", [6751976898321777.0]]},
+            {"": None},
+            {"": None},
+        ]
+    ],
+    level=0,
+    damage=("flip", 0, 0.0, 0),
+    read_chunk=1,
+    out_chunk=1,
+)
 # A flipped padding bit of a stored block changes no data: not damage (found by hypothesis).
 @example(members=[[{}]], level=0, damage=("flip", 0, 0.0, 3), read_chunk=1, out_chunk=1)
 @given(

@@ -271,6 +271,24 @@ def _looks_complete(last8: bytes, size: int) -> bool:
     return abs(stored - (size & 0xFFFFFFFF)) <= (1 << 20) + size // 1024
 
 
+#: most a deflate block read from a member's 8 trailer bytes can add (a few length codes)
+_TRAILER_AS_DATA = 4096
+
+
+def _read_own_trailer(last8: bytes, size: int) -> bool:
+    """Whether deflate data that ended exactly with the stream read its member's own trailer.
+
+    Damage such as a flipped final-block bit makes the decoder take the 8 trailer bytes for one
+    more small block: then they still hold the member's length, a little less than what was
+    decoded. A genuine cut right after the deflate data ends on arbitrary bytes, which fit
+    that narrow range only by rare chance (then its lines are rejected, not used).
+    """
+    if len(last8) < 8:
+        return False
+    stored = int.from_bytes(last8[4:], "little")
+    return 0 < (size & 0xFFFFFFFF) - stored <= _TRAILER_AS_DATA
+
+
 def _member(
     pending: bytes, raw: Iterator[bytes], member: int, spool: _Spool
 ) -> Generator[Chunk, None, bytes]:
@@ -332,12 +350,27 @@ def _member(
             pending = d.unused_data
             break
         pending = d.unconsumed_tail
+    ended_at_eof = not d.unused_data
     pending = _need(pending, raw, 8)
     trailer = pending[:8]
     expected = crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
     if trailer == expected:
         yield from spool.chunks()
         return pending[8:]
+    if not trailer and ended_at_eof and _read_own_trailer(last8, size):
+        # the deflate data ended exactly where the stream does, on what looks like this
+        # member's own trailer: damage (e.g. a flipped final-block bit) made the decoder read
+        # the trailer as data, not a cut
+        yield Damaged(
+            f"gzip member {member} failed its integrity check (its data runs on through what "
+            "looks like its own trailer: damaged, not cut off)"
+        )
+        yield from spool.chunks()
+        yield DAMAGE_END
+        raise StreamBreak(
+            Reason.CORRUPT_GZIP,
+            f"corrupt gzip data in member {member}: the stream ends inside it",
+        )
     if expected.startswith(trailer):
         # cut off inside the trailer, and what is there matches
         yield from spool.chunks()
