@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.errors import Interrupted
 from segmetro.mapping import MappingSet
@@ -32,6 +31,9 @@ from segmetro.sources import InputSet, iter_records
 from segmetro.state import UNRECORDED_PAYLOAD, StateStore
 from segmetro.summary import Summary, by_mapping, selection_counts, unmatched_warnings
 from segmetro.window import Window
+
+if TYPE_CHECKING:
+    from segmetro.billing import BillingPreview
 
 #: How many field diffs a plan or a diff shows; the counts cover everything.
 SHOWN_DIFFS = 10

@@ -6,9 +6,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from segmetro.billing import BillingPreview
 from segmetro.dedup import RunDeduper
 from segmetro.errors import Interrupted
 from segmetro.mapping import FieldStats, MappingSet
@@ -18,6 +17,9 @@ from segmetro.pipeline.select import deduplicate, select, selected
 from segmetro.sources import InputSet, iter_records
 from segmetro.summary import MOSTLY_EMPTY_SHARE, Summary, high_reject_warnings
 from segmetro.window import Window
+
+if TYPE_CHECKING:
+    from segmetro.billing import BillingPreview
 
 
 @dataclass
