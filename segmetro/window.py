@@ -77,12 +77,14 @@ class Window:
         """``(since, until, oldest, newest)`` as normalised strings, for loops that inline them."""
         return self._since, self._until, self._oldest, self._newest
 
-    def clear(self) -> tuple[str, str | None, str]:
-        """``(lowest, until, newest)``: a normalised timestamp ``t`` with ``lowest <= t <= newest``
-        and ``t < until`` (when set) is selected and ingestable; anything else is for `selects`
-        and `ingest_problem` to decide. For loops that check millions of timestamps."""
+    def clear(self) -> tuple[str, str]:
+        """``(lowest, upper)``: a normalised timestamp ``t`` with ``lowest <= t < upper`` is
+        selected and ingestable; anything else is for `selects` and `ingest_problem` to decide.
+        One chained comparison, for loops that check millions of timestamps (``t <= newest``
+        is ``t < newest + "\\0"`` for any string)."""
         lowest = self._oldest if self._since is None else max(self._since, self._oldest)
-        return lowest, self._until, self._newest
+        upper = self._newest + "\0"
+        return lowest, upper if self._until is None else min(upper, self._until)
 
     def selects(self, timestamp: str) -> bool:
         """Whether a normalised timestamp lies in ``[since, until)``."""

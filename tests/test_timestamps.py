@@ -6,8 +6,12 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmetro.mapping import normalize_timestamp
+from segmetro.models import format_timestamp
+from segmetro.window import Window
 
 
 @pytest.mark.parametrize(
@@ -122,3 +126,49 @@ def test_output_sorts_in_time_order() -> None:
     normalised = [normalize_timestamp(v) for v in values]
     assert normalised == sorted(normalised)
     assert all(len(text) == 24 for text in normalised)
+
+
+# ------------------------------------------------------------------ the window's one comparison
+
+_NOW = datetime(2026, 11, 26, tzinfo=UTC)
+_moments = st.datetimes(
+    min_value=datetime(2026, 10, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC)
+)
+_stamps = st.one_of(
+    _moments.map(format_timestamp),
+    _moments.map(lambda m: format_timestamp(m)[:-1]),  # a proper prefix of a normal form
+    _moments.map(lambda m: format_timestamp(m) + "\0"),
+    st.text(alphabet="0123456789-T:.Z\0\uffff", max_size=26),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    drawn=_stamps,
+    since=st.one_of(st.none(), _moments),
+    until=st.one_of(st.none(), _moments),
+    now=st.one_of(st.just(_NOW), _moments),
+    edge=st.sampled_from([None, "since", "until", "oldest", "newest"]),
+    shift=st.sampled_from(["", "\0", "-"]),
+)
+def test_the_windows_one_comparison_is_its_rules(
+    drawn: str,
+    since: datetime | None,
+    until: datetime | None,
+    now: datetime,
+    edge: str | None,
+    shift: str,
+) -> None:
+    """``lowest <= t < upper`` holds exactly when `t` is selected and Metronome would take it,
+    for any string (the loops that use it skip both checks); the bounds themselves, and strings
+    just past or short of them, are drawn on purpose."""
+    window = Window(now=now, since=since, until=until)
+    stamp = drawn
+    if edge is not None:
+        since_, until_, oldest, newest = window.bounds()
+        bound = {"since": since_, "until": until_, "oldest": oldest, "newest": newest}[edge]
+        if bound is not None:
+            stamp = bound[:-1] if shift == "-" else bound + shift
+    lowest, upper = window.clear()
+    expected = window.selects(stamp) and window.ingest_problem(stamp) is None
+    assert (lowest <= stamp < upper) == expected

@@ -62,7 +62,7 @@ def selected(
     apply = mappings.apply
     selects = window.selects
     ingest_problem = window.ingest_problem
-    lowest, until, newest = window.clear()
+    lowest, upper = window.clear()
     reject = counts.reject
     fired = counts.mapping_matched
     dumps = orjson.dumps
@@ -89,7 +89,7 @@ def selected(
                 yield result
                 continue
             timestamp = result.payload["timestamp"]
-            if not (lowest <= timestamp <= newest and (until is None or timestamp < until)):
+            if not lowest <= timestamp < upper:
                 if not selects(timestamp):
                     counts.outside_window += 1
                     continue
