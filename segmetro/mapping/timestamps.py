@@ -194,6 +194,20 @@ def _valid_iso(value: str) -> bool:
     return True
 
 
+def quick_text(value: str) -> str | None:
+    """The normal form of a text in a form sources commonly write (the normal form itself,
+    whole seconds with ``Z``, milliseconds with an offset), else None: the general parse
+    decides. The first step of `normalize_timestamp`, which the compiled mapping calls alone."""
+    size = len(value)
+    if size == 24:
+        return value if is_normal_form(value) else None
+    if size == 20:
+        return f"{value[:19]}.000Z" if _is_whole_seconds_utc(value) else None
+    if size == 29 and _is_millis_offset(value):
+        return _quick(value)
+    return None
+
+
 def normalize_timestamp(value: Any) -> str:
     """Normalise a timestamp to ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC, or raise ``ValueError``.
 
@@ -204,15 +218,8 @@ def normalize_timestamp(value: Any) -> str:
     """
     kind = type(value)
     if kind is str:
-        if is_normal_form(value):
-            return str(value)
-        if _is_whole_seconds_utc(value):
-            return f"{value[:19]}.000Z"
-        if _is_millis_offset(value):
-            quick = _quick(value)
-            if quick is not None:
-                return quick
-        return _from_text(value, value)
+        quick = quick_text(value)
+        return quick if quick is not None else _from_text(value, value)
     if kind is int:
         return _from_epoch(Decimal(value), value)
     if kind is float:
