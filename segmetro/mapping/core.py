@@ -364,8 +364,8 @@ def _emit_string_properties(gen: Codegen, mapping: Mapping, spec: FieldSpec, v: 
     """``properties`` of an object under ``string_properties``, the rule applied per key.
 
     `Mapping._properties` keeps a plain JSON object as it is (`output_value`) and turns each
-    value with `_property_value`: so a string or null stays, any other plain JSON value is
-    `_property_value` of it. A value that is not plain JSON (a big integer, a function) makes
+    value with `_PROPERTY_VALUE`: so a string or null stays, any other plain JSON value is
+    `_PROPERTY_VALUE` of it. A value that is not plain JSON (a big integer, a function) makes
     the whole object go through the method, as without this shortcut.
     """
     assert isinstance(spec.expr, ObjectExpr)
@@ -374,7 +374,8 @@ def _emit_string_properties(gen: Codegen, mapping: Mapping, spec: FieldSpec, v: 
         pairs = spec.expr.emit_values(gen)
     with gen.block("except Exception as exc:"):
         gen.line(f"raise {gen.bind(mapping._failed, 'fail')}({s}, exc) from None")
-    plain, text = gen.bind(is_plain_json, "plain"), gen.bind(_property_value, "text")
+    plain = gen.bind(is_plain_json, "plain")
+    gen.names.update(_PROPERTY_NAMES)
     usual = gen.var("usual")
     gen.line(f"{v} = {{}}", f"{usual} = True")
     for key, var in pairs:
@@ -383,7 +384,7 @@ def _emit_string_properties(gen: Codegen, mapping: Mapping, spec: FieldSpec, v: 
         with gen.block(f"elif type({var}) is str or {var} is None:"):
             gen.line(f"{v}[{key!r}] = {var}")
         with gen.block(f"elif {plain}({var}):"):
-            gen.line(f"{v}[{key!r}] = {text}({var})")
+            gen.line(f"{v}[{key!r}] = {_PROPERTY_VALUE.format(v=var)}")
         with gen.block("else:"):
             gen.line(f"{usual} = False")
     with gen.block(f"if not {usual}:"):
@@ -392,19 +393,21 @@ def _emit_string_properties(gen: Codegen, mapping: Mapping, spec: FieldSpec, v: 
         gen.line(f"{v} = {gen.bind(mapping._properties, 'rule')}({s}, {whole})")
 
 
-def _stringify_properties(value: JsonObject) -> JsonObject:
-    """``string_properties`` for an object (as `Mapping._properties`)."""
-    return {key: _property_value(item) for key, item in value.items()}
-
-
-def _property_value(item: Any) -> Any:
-    """``string_properties`` of one top-level value of a plain JSON object."""
-    return item if type(item) in _KEPT or item is None else to_text(item)
-
-
+#: ``string_properties`` of one top-level value of a plain JSON object, as source on ``{v}``:
+#: `_stringify_properties` is it compiled over an object's values, and the compiled mapping
+#: writes it per key of an object ``properties`` (`_emit_string_properties`).
+_PROPERTY_VALUE = "{v} if type({v}) in _KEPT or {v} is None else _to_text({v})"
 #: Property values ``string_properties`` keeps as they are (and None): exact types, since a
 #: subclass never comes out of a JSON parser.
 _KEPT = frozenset({str, dict, list})
+_PROPERTY_NAMES: dict[str, Any] = {"_KEPT": _KEPT, "_to_text": to_text}
+exec(
+    "def _stringify_properties(value):\n"
+    f"    return {{key: {_PROPERTY_VALUE.format(v='item')} for key, item in value.items()}}",
+    _PROPERTY_NAMES,
+)
+#: ``string_properties`` for an object (as `Mapping._properties`).
+_stringify_properties: Callable[[JsonObject], JsonObject] = _PROPERTY_NAMES["_stringify_properties"]
 
 
 @dataclass(slots=True)

@@ -770,14 +770,23 @@ def get_expr(keys: tuple[str, ...] | None) -> Expr:
 
 def _emit_get(gen: Codegen, target: str, keys: tuple[str, ...] | None) -> None:
     """Statements for ``get(payload, keys)``: subscripts, and `walk` when one fails (a key that
-    is absent, a value that is not an object), so JavaScript's lookup rules decide there."""
+    is absent, a value that is not an object), so JavaScript's lookup rules decide there.
+
+    The last key is looked up with ``dict.get``: when `step` says an object without that key
+    yields ``undefined`` (asked of `step` itself, here), an absent last key is MISSING at once,
+    without an exception and a second walk (``@if`` of an optional property)."""
     if not keys:
         gen.line(f"{target} = event")
         return
+    fallback = f"{target} = {gen.bind(walk, 'walk')}(event, {gen.bind(keys)})"
+    parents = "event" + "".join(f"[{gen.literal(key)}]" for key in keys[:-1])
     with gen.block("try:"):
-        gen.line(f"{target} = event" + "".join(f"[{gen.literal(key)}]" for key in keys))
-    with gen.block("except (KeyError, TypeError, IndexError):"):
-        gen.line(f"{target} = {gen.bind(walk, 'walk')}(event, {gen.bind(keys)})")
+        gen.line(f"{target} = {parents}.get({gen.literal(keys[-1])}, MISSING)")
+    with gen.block("except (KeyError, TypeError, IndexError, AttributeError):"):
+        gen.line(fallback)
+    if step({}, keys[-1]) is not UNDEFINED:
+        with gen.block(f"if {target} is MISSING:"):
+            gen.line(fallback)
 
 
 def _template_parts(template: str) -> list[str | tuple[str, ...] | None]:
