@@ -130,9 +130,11 @@ class Mapping:
     """One compiled mapping: when its trigger matches, it turns a message into a usage event.
 
     The whole mapping compiles to one generated function (``build``): each field's expression,
-    then its output rule. A rule is the method that states it (``_identifier``, ``_timestamp``,
-    ``_properties``); the generated code only skips the call when the value already is what the
-    rule would return (``_RULES``), so there is one path for every event, valid or not.
+    written in from its code form (``Codegen``: one statement of each directive, which its
+    closure is compiled from too), then its output rule. A rule is the method that states it
+    (``_identifier``, ``_timestamp``, ``_properties``); the generated code only skips the call
+    when the value already is what the rule would return (``_RULES``), so there is one path for
+    every event, valid or not.
     """
 
     name: str
@@ -329,10 +331,13 @@ def _compile(mapping: Mapping, *, inline: bool = True) -> Callable[[JsonObject],
                     gen.value(spec.expr, v)
                 with gen.block("except Exception as exc:"):
                     gen.line(f"raise {gen.bind(mapping._failed, 'fail')}({s}, exc) from None")
+            check = f"if not ({rule.keep.format(v=v)}):"
             if rule.quick is not None:
-                with gen.block(f"if type({v}) is str and (q := {rule.quick}({v})) is not None:"):
-                    gen.line(f"{v} = q")
-            with gen.block(("elif" if rule.quick else "if") + f" not ({rule.keep.format(v=v)}):"):
+                q = gen.var("q")
+                with gen.block(f"if type({v}) is str and ({q} := {rule.quick}({v})) is not None:"):
+                    gen.line(f"{v} = {q}")
+                check = "else:" if rule.keep == "False" else "el" + check
+            with gen.block(check):
                 gen.line(f"{v} = {method}({s}, {v})")
             (optional if spec.name == "properties" else required).append((spec.name, v))
         literal = ", ".join(f"{name!r}: {v}" for name, v in required)
