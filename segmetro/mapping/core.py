@@ -13,15 +13,15 @@ from typing import Any, NamedTuple, Protocol
 
 from segmetro.jsvalue import js_number
 from segmetro.mapping.kit import KitThrow, is_plain_json, output_value
-from segmetro.mapping.timestamps import is_normal_form, normalize_timestamp
+from segmetro.mapping.timestamps import normalize_timestamp, quick_text
 from segmetro.mapping.values import (
     MISSING,
+    Codegen,
     Expr,
     ExpressionFailure,
     ObjectExpr,
     constant_value,
     describe,
-    path_keys,
     to_text,
 )
 from segmetro.models import JsonObject, Mapped, Reason, Record, Reject
@@ -130,9 +130,11 @@ class Mapping:
     """One compiled mapping: when its trigger matches, it turns a message into a usage event.
 
     The whole mapping compiles to one generated function (``build``): each field's expression,
-    then its output rule. A rule is the method that states it (``_identifier``, ``_timestamp``,
-    ``_properties``); the generated code only skips the call when the value already is what the
-    rule would return (``_RULES``), so there is one path for every event, valid or not.
+    written in from its code form (``Codegen``: one statement of each directive, which its
+    closure is compiled from too), then its output rule. A rule is the method that states it
+    (``_identifier``, ``_timestamp``, ``_properties``); the generated code only skips the call
+    when the value already is what the rule would return (``_RULES``), so there is one path for
+    every event, valid or not.
     """
 
     name: str
@@ -265,92 +267,152 @@ class Mapping:
 
 class _Rule(NamedTuple):
     """How the generated code applies one output rule: ``keep`` is a condition (on ``{v}``)
-    under which the rule's method would return the value unchanged, so the call is skipped."""
+    under which the rule's method would return the value unchanged, so the call is skipped;
+    `quick` names a function of a string value that returns what the method would (or None:
+    the method decides), the shortcut the method itself takes first."""
 
     method: str
     keep: str
+    quick: str | None = None
 
 
 #: The output rule of each field: its method on `Mapping`, and when the value already passes.
 _RULES: dict[str, _Rule] = {
     "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
-    "timestamp": _Rule("_timestamp", "type({v}) is str and _normal({v})"),
+    "timestamp": _Rule("_timestamp", "False", quick="_quick_time"),
     "properties": _Rule("_properties", "type({v}) is dict and _as_is and _plain({v})"),
 }
 _ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
 
 
-def _compile(mapping: Mapping) -> Callable[[JsonObject], JsonObject]:
+def _compile(mapping: Mapping, *, inline: bool = True) -> Callable[[JsonObject], JsonObject]:
     """Generate the one function that builds the payload of `mapping` (see `Mapping`).
 
-    Simple paths (``$.a.b``) become inline ``event["a"]["b"]`` lookups that fall back to the
-    expression itself when a key is absent or a value is not an object (so Segment's rules for
-    those cases apply); other expressions are called. Fields are evaluated and checked in
-    order; the first failure is the event's reject.
+    Each field's expression is written in as its code form (:class:`~segmetro.mapping.values.
+    Codegen`: paths, constants, objects and the directives that have one are inlined, any
+    other expression is called), inside one ``try`` that turns a failure into the field's
+    reject; then its rule. An object ``properties`` under ``string_properties`` gets the rule
+    per key (`_emit_string_properties`). Fields are evaluated and checked in order; the first
+    failure is the event's reject. `inline` false calls every expression (tests compare).
     """
     names: dict[str, Any] = {
         "_MAX_TID": MAX_TRANSACTION_ID,
-        "_normal": is_normal_form,
+        "_quick_time": quick_text,
         # plain JSON properties go out as they are, unless turned into strings or NaN is possible
         "_as_is": not mapping.string_properties
         and not any(spec.nonfinite for spec in mapping.fields if spec.name == "properties"),
         "_plain": is_plain_json,
-        "MISSING": MISSING,
     }
-    body: list[str] = []
+    gen = Codegen(names, inline=inline)
     optional: list[tuple[str, str]] = []
     required: list[tuple[str, str]] = []
-    for i, spec in enumerate(mapping.fields):
-        v, e, s = f"v{i}", f"e{i}", f"s{i}"
-        names[e], names[s] = spec.expr, spec
-        names[f"fail{i}"] = mapping._failed
-        keys = path_keys(spec.expr)
-        is_constant, value = constant_value(spec.expr)
-        if is_constant and (type(value) is str or value is None or value is MISSING):
-            names[f"c{i}"] = value
-            body.append(f"{v} = c{i}")
-        else:
-            if keys is not None:
-                lookup = "event" + "".join(f"[{key!r}]" for key in keys)
-                body += ["try:", f"    {v} = {lookup}", "except (KeyError, TypeError):"]
-                body += [f"    {v} = MISSING"]
-                body.append(f"if {v} is MISSING:")
-            body += [
-                ("    " if keys is not None else "") + line
-                for line in (
-                    "try:",
-                    f"    {v} = {e}(event)",
-                    "except Exception as exc:",
-                    f"    raise fail{i}({s}, exc) from None",
-                )
-            ]
-        rule = _RULES.get(spec.name, _ID_RULE)
-        names[f"r{i}"] = getattr(mapping, rule.method)
-        body.append(f"if not ({rule.keep.format(v=v)}):")
-        body.append(f"    {v} = r{i}({s}, {v})")
-        (optional if spec.name == "properties" else required).append((spec.name, v))
-    literal = ", ".join(f"{name!r}: {v}" for name, v in required)
-    lines = ["def build(event):", *(f"    {line}" for line in body)]
-    lines.append(f"    payload = {{{literal}}}")
-    for name, v in optional:
-        lines += [f"    if {v} is not None:", f"        payload[{name!r}] = {v}"]
-    lines.append("    return payload")
-    exec(compile("\n".join(lines), f"<mapping {mapping.name}>", "exec"), names)
-    build: Callable[[JsonObject], JsonObject] = names["build"]
+    with gen.block("def build(event):"):
+        for i, spec in enumerate(mapping.fields):
+            v, s = f"v{i}", gen.bind(spec, "s")
+            rule = _RULES.get(spec.name, _ID_RULE)
+            method = gen.bind(getattr(mapping, rule.method), "rule")
+            is_constant, value = constant_value(spec.expr)
+            if is_constant:
+                # a constant the rule keeps (or its shortcut turns) is checked here, once
+                kept = eval(rule.keep.format(v="x"), dict(names), {"x": value})
+                if rule.quick is not None and type(value) is str:
+                    quick = names[rule.quick](value)
+                    value, kept = (value, kept) if quick is None else (quick, True)
+                gen.line(f"{v} = {gen.literal(value)}")
+                if kept:
+                    (optional if spec.name == "properties" else required).append((spec.name, v))
+                    continue
+            elif inline and mapping.string_properties and _per_key(spec):
+                _emit_string_properties(gen, mapping, spec, v)
+                optional.append((spec.name, v))
+                continue
+            else:
+                with gen.block("try:"):
+                    gen.value(spec.expr, v)
+                with gen.block("except Exception as exc:"):
+                    gen.line(f"raise {gen.bind(mapping._failed, 'fail')}({s}, exc) from None")
+            check = f"if not ({rule.keep.format(v=v)}):"
+            if rule.quick is not None:
+                q = gen.var("q")
+                with gen.block(f"if type({v}) is str and ({q} := {rule.quick}({v})) is not None:"):
+                    gen.line(f"{v} = {q}")
+                check = "else:" if rule.keep == "False" else "el" + check
+            with gen.block(check):
+                gen.line(f"{v} = {method}({s}, {v})")
+            (optional if spec.name == "properties" else required).append((spec.name, v))
+        literal = ", ".join(f"{name!r}: {v}" for name, v in required)
+        gen.line(f"payload = {{{literal}}}")
+        for name, v in optional:
+            with gen.block(f"if {v} is not None:"):
+                gen.line(f"payload[{name!r}] = {v}")
+        gen.line("return payload")
+    #: the source, for tests and for reading what a mapping compiles to
+    names["__source__"] = "\n".join(gen.lines)
+    build: Callable[[JsonObject], JsonObject] = gen.compile("build", f"<mapping {mapping.name}>")
     return build
 
 
-def _stringify_properties(value: JsonObject) -> JsonObject:
-    """``string_properties`` for an object (as `Mapping._properties`)."""
-    return {
-        key: item if type(item) in _KEPT or item is None else to_text(item)
-        for key, item in value.items()
-    }
+def _per_key(spec: FieldSpec) -> bool:
+    """Whether `_emit_string_properties` applies: an object of string keys at the field's
+    root, whose values cannot be NaN (so plain JSON is what the output keeps as it is)."""
+    expr = spec.expr
+    return (
+        spec.name == "properties"
+        and isinstance(expr, ObjectExpr)
+        and expr.drop
+        and not spec.nonfinite
+        and all(type(key) is str for key, _ in expr.items)
+    )
 
 
+def _emit_string_properties(gen: Codegen, mapping: Mapping, spec: FieldSpec, v: str) -> None:
+    """``properties`` of an object under ``string_properties``, the rule applied per key.
+
+    `Mapping._properties` keeps a plain JSON object as it is (`output_value`) and turns each
+    value with `_PROPERTY_VALUE`: so a string or null stays, any other plain JSON value is
+    `_PROPERTY_VALUE` of it. A value that is not plain JSON (a big integer, a function) makes
+    the whole object go through the method, as without this shortcut.
+    """
+    assert isinstance(spec.expr, ObjectExpr)
+    s = gen.bind(spec, "s")
+    with gen.block("try:"):
+        pairs = spec.expr.emit_values(gen)
+    with gen.block("except Exception as exc:"):
+        gen.line(f"raise {gen.bind(mapping._failed, 'fail')}({s}, exc) from None")
+    plain = gen.bind(is_plain_json, "plain")
+    gen.names.update(_PROPERTY_NAMES)
+    usual = gen.var("usual")
+    gen.line(f"{v} = {{}}", f"{usual} = True")
+    for key, var in pairs:
+        with gen.block(f"if {var} is MISSING:"):
+            gen.line("pass")
+        with gen.block(f"elif type({var}) is str or {var} is None:"):
+            gen.line(f"{v}[{key!r}] = {var}")
+        with gen.block(f"elif {plain}({var}):"):
+            gen.line(f"{v}[{key!r}] = {_PROPERTY_VALUE.format(v=var)}")
+        with gen.block("else:"):
+            gen.line(f"{usual} = False")
+    with gen.block(f"if not {usual}:"):
+        whole = gen.var("whole")
+        spec.expr.emit_object(gen, whole, pairs)
+        gen.line(f"{v} = {gen.bind(mapping._properties, 'rule')}({s}, {whole})")
+
+
+#: ``string_properties`` of one top-level value of a plain JSON object, as source on ``{v}``:
+#: `_stringify_properties` is it compiled over an object's values, and the compiled mapping
+#: writes it per key of an object ``properties`` (`_emit_string_properties`).
+_PROPERTY_VALUE = "{v} if type({v}) in _KEPT or {v} is None else _to_text({v})"
 #: Property values ``string_properties`` keeps as they are (and None): exact types, since a
 #: subclass never comes out of a JSON parser.
 _KEPT = frozenset({str, dict, list})
+_PROPERTY_NAMES: dict[str, Any] = {"_KEPT": _KEPT, "_to_text": to_text}
+exec(
+    "def _stringify_properties(value):\n"
+    f"    return {{key: {_PROPERTY_VALUE.format(v='item')} for key, item in value.items()}}",
+    _PROPERTY_NAMES,
+)
+#: ``string_properties`` for an object (as `Mapping._properties`).
+_stringify_properties: Callable[[JsonObject], JsonObject] = _PROPERTY_NAMES["_stringify_properties"]
 
 
 @dataclass(slots=True)

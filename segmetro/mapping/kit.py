@@ -34,14 +34,15 @@ from segmetro.jsvalue import (
     utf16,
 )
 from segmetro.mapping.values import (
+    Codegen,
     ExpressionFailure,
     ObjectExpr,
     coalesce_expr,
     constant,
+    generated,
     hash_expr,
     list_expr,
     number_expr,
-    register_path,
     string_expr,
 )
 from segmetro.models import JsonObject
@@ -760,29 +761,32 @@ def problem_text(problem: KitProblem) -> str:
 
 def get_expr(keys: tuple[str, ...] | None) -> Expr:
     """``get(payload, path)`` over keys split once; plain object lookups first."""
-    if keys is None:
-        return lambda payload: payload
-    if len(keys) == 1:
-        (key,) = keys
 
-        def get1(payload: Any) -> Any:
-            try:
-                return payload[key]
-            except (KeyError, TypeError, IndexError):
-                return step(payload, key)
+    def emit(gen: Codegen, target: str) -> None:
+        _emit_get(gen, target, keys)
 
-        return register_path(get1, keys)
+    return generated(emit, "get")
 
-    def get_keys_of(payload: Any) -> Any:
-        value = payload
-        try:
-            for key in keys:
-                value = value[key]
-        except (KeyError, TypeError, IndexError):
-            return walk(payload, keys)
-        return value
 
-    return register_path(get_keys_of, keys)
+def _emit_get(gen: Codegen, target: str, keys: tuple[str, ...] | None) -> None:
+    """Statements for ``get(payload, keys)``: subscripts, and `walk` when one fails (a key that
+    is absent, a value that is not an object), so JavaScript's lookup rules decide there.
+
+    The last key is looked up with ``dict.get``: when `step` says an object without that key
+    yields ``undefined`` (asked of `step` itself, here), an absent last key is MISSING at once,
+    without an exception and a second walk (``@if`` of an optional property)."""
+    if not keys:
+        gen.line(f"{target} = event")
+        return
+    fallback = f"{target} = {gen.bind(walk, 'walk')}(event, {gen.bind(keys)})"
+    parents = "event" + "".join(f"[{gen.literal(key)}]" for key in keys[:-1])
+    with gen.block("try:"):
+        gen.line(f"{target} = {parents}.get({gen.literal(keys[-1])}, MISSING)")
+    with gen.block("except (KeyError, TypeError, IndexError, AttributeError):"):
+        gen.line(fallback)
+    if step({}, keys[-1]) is not UNDEFINED:
+        with gen.block(f"if {target} is MISSING:"):
+            gen.line(fallback)
 
 
 def _template_parts(template: str) -> list[str | tuple[str, ...] | None]:
@@ -805,20 +809,23 @@ def template_expr(template: str) -> Expr:
         return lambda payload: render(template, payload)
     parts = tuple(_template_parts(template))
 
-    def evaluate(payload: Any) -> str:
-        out: list[str] = []
+    def emit(gen: Codegen, target: str) -> None:
+        pieces: list[str] = []
         for i, part in enumerate(parts):
             if i % 2 == 0:
-                out.append(part)  # type: ignore[arg-type]
+                if part:
+                    pieces.append(gen.literal(part))
                 continue
-            value = walk(payload, part)
-            if type(value) is str:
-                out.append(value)
-            elif value is not None and value is not UNDEFINED:
-                out.append(placeholder_text(payload, part))  # type: ignore[arg-type]
-        return "".join(out)
+            keys: tuple[str, ...] | None = part  # type: ignore[assignment]
+            var = gen.var("p")
+            _emit_get(gen, var, keys)
+            with gen.block(f"if type({var}) is not str:"):
+                text = f"{gen.bind(placeholder_text, 'text')}(event, {gen.bind(keys)})"
+                gen.line(f"{var} = '' if {var} is None or {var} is MISSING else {text}")
+            pieces.append(var)
+        gen.line(f"{target} = {' + '.join(pieces) or repr('')}")
 
-    return evaluate
+    return generated(emit, "template")
 
 
 Directive = Callable[["Compiler", Any, Path, bool], Expr]
@@ -889,16 +896,20 @@ class Compiler:
         if js_truthy(opts.get("else", UNDEFINED)):
             otherwise = self.expr(opts["else"], (*where, "else"), literal)
 
-        def evaluate(payload: Any) -> Any:
-            value = condition(payload)
-            holds = value is not UNDEFINED and value is not None
-            if holds and blank:
-                holds = not _loosely_empty(value)
-            if holds:
-                return then(payload) if then is not None else UNDEFINED
-            return otherwise(payload) if otherwise is not None else UNDEFINED
+        def emit(gen: Codegen, target: str) -> None:
+            value = gen.var("c")
+            gen.value(condition, value)
+            test = f"{value} is not MISSING and {value} is not None"
+            if blank:
+                test += f" and not {gen.bind(_loosely_empty, 'empty')}({value})"
+            for header, branch in ((f"if {test}:", then), ("else:", otherwise)):
+                with gen.block(header):
+                    if branch is None:
+                        gen.line(f"{target} = MISSING")
+                    else:
+                        gen.value(branch, target)
 
-        return evaluate
+        return generated(emit, "if_")
 
     def _case(self, opts: Any, where: Path, literal: bool) -> Expr:
         if not isinstance(opts, dict):

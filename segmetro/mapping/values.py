@@ -15,7 +15,8 @@ import hashlib
 import json
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal
 from typing import Any, Final
 
@@ -87,23 +88,109 @@ def _copy(value: Any) -> Any:
     return value
 
 
-#: What the compiled-mapping fast path may inline: simple paths (their keys) and scalar constants.
-_PATH_KEYS: weakref.WeakKeyDictionary[Expr, tuple[str, ...]] = weakref.WeakKeyDictionary()
+#: The scalar constants, for the compiled mapping to check its rule once, at compile time.
 _CONSTANTS: weakref.WeakKeyDictionary[Expr, Any] = weakref.WeakKeyDictionary()
 
 
-def path_keys(expr: Expr) -> tuple[str, ...] | None:
-    """The object keys of a simple path made only of names (``$.a.b``), else None."""
+# --------------------------------------------------------------------------- code forms
+
+#: Writes the statements of one expression: they leave its value in the variable named
+#: `target`, reading the event from ``event``.
+Emit = Callable[["Codegen", str], None]
+#: The code form of each generated expression (see `Codegen`).
+_CODE: weakref.WeakKeyDictionary[Expr, Emit] = weakref.WeakKeyDictionary()
+
+
+class Codegen:
+    """Python source for expressions, composed.
+
+    A directive states its semantics once, as an emitter (`Emit`): the statements that compute
+    its value. Its closure is those statements compiled alone, each sub-expression a call
+    (`generated`); ``Mapping.build`` is the statements of every field composed into one
+    function, the sub-expressions' statements inlined (`value`). So the fast form and the
+    closure cannot drift apart (one home per rule), and a mapping costs no call per directive.
+    """
+
+    def __init__(self, names: dict[str, Any], *, inline: bool = True) -> None:
+        #: the namespace the code runs in (module globals of the compiled source)
+        self.names = names
+        #: whether sub-expressions with a code form are inlined (else called)
+        self.inline = inline
+        self.lines: list[str] = []
+        self._depth = 0
+        self._bound: dict[int, str] = {}
+        self._count = 0
+        for value, name in ((MISSING, "MISSING"), (ExpressionFailure, "ExpressionFailure")):
+            names[name] = value
+            self._bound[id(value)] = name
+
+    def var(self, hint: str = "t") -> str:
+        """A fresh local variable."""
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def bind(self, value: Any, hint: str = "k") -> str:
+        """The global name `value` has in the compiled source (one name per object)."""
+        name = self._bound.get(id(value))
+        if name is None:
+            self._count += 1
+            name = self._bound[id(value)] = f"_{hint}{self._count}"
+            self.names[name] = value
+        return name
+
+    def literal(self, value: Any) -> str:
+        """`value` as source: a literal for exact strings, integers, booleans and None."""
+        if value is None or type(value) in (str, int, bool):
+            return repr(value)
+        return self.bind(value)
+
+    def line(self, *texts: str) -> None:
+        """Statements at the current indentation."""
+        self.lines += ["    " * self._depth + text for text in texts]
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        """A compound statement: `header`, then what is written in the ``with``."""
+        self.line(header)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    def value(self, expr: Expr, target: str) -> None:
+        """Statements leaving ``expr(event)`` in `target`: its code form, or a call."""
+        emit = code_of(expr) if self.inline else None
+        if emit is None:
+            self.line(f"{target} = {self.bind(expr, 'e')}(event)")
+        else:
+            emit(self, target)
+
+    def compile(self, name: str, filename: str) -> Any:
+        """Run the source written so far; the global it defines as `name`."""
+        exec(compile("\n".join(self.lines), filename, "exec"), self.names)
+        return self.names[name]
+
+
+def code_of(expr: Expr) -> Emit | None:
+    """The code form of `expr`, or None (it can only be called)."""
+    if isinstance(expr, ObjectExpr):
+        return expr.emit
     try:
-        return _PATH_KEYS.get(expr)
-    except TypeError:  # not weakly referenceable (an ObjectExpr): not a path
+        return _CODE.get(expr)
+    except TypeError:  # not weakly referenceable: no code form
         return None
 
 
-def register_path(expr: Expr, keys: tuple[str, ...]) -> Expr:
-    """Declare that `expr` yields ``event[k1][k2]...`` whenever those lookups succeed, so the
-    compiled mapping may inline them and call `expr` only when one fails."""
-    _PATH_KEYS[expr] = keys
+def generated(emit: Emit, name: str, *, register: bool = True) -> Expr:
+    """The closure of a code form: its statements compiled alone, sub-expressions called."""
+    gen = Codegen({}, inline=False)
+    with gen.block(f"def {name}(event):"):
+        emit(gen, "value")
+        gen.line("return value")
+    expr: Expr = gen.compile(name, f"<{name}>")
+    if register:
+        _CODE[expr] = emit
     return expr
 
 
@@ -113,7 +200,7 @@ def constant_value(expr: Expr) -> tuple[bool, Any]:
     try:
         if expr in _CONSTANTS:
             return True, _CONSTANTS[expr]
-    except TypeError:  # not weakly referenceable (an ObjectExpr): not a constant
+    except TypeError:  # not weakly referenceable: not a constant
         pass
     return False, None
 
@@ -124,6 +211,7 @@ def constant(value: Any) -> Expr:
         return lambda _event: _copy(value)
     expr: Expr = lambda _event: value  # noqa: E731 - registered below
     _CONSTANTS[expr] = value
+    _CODE[expr] = lambda gen, target: gen.line(f"{target} = {gen.literal(value)}")
     return expr
 
 
@@ -132,27 +220,47 @@ class ObjectExpr:
 
     A missing value stays in the object as JavaScript's ``undefined`` (``Object.assign`` in
     ``@merge`` copies it), and is removed where Segment removes it: at the output. The object a
-    field holds directly (`drop`) leaves those keys out at once.
+    field holds directly (`drop`) leaves those keys out at once. A failure (``@number``) inside
+    names the key it passed through (``properties.v``).
     """
 
-    __slots__ = ("drop", "items")
+    __slots__ = ("_evaluate", "drop", "items")
 
     def __init__(self, items: Sequence[tuple[str, Expr]], *, drop: bool = False) -> None:
         self.items = tuple(items)
         self.drop = drop
+        self._evaluate = generated(self.emit, "object_expr", register=False)
 
     def __call__(self, event: Any) -> JsonObject:
-        out: JsonObject = {}
-        drop = self.drop
+        result: JsonObject = self._evaluate(event)
+        return result
+
+    def emit(self, gen: Codegen, target: str) -> None:
+        """The code form (`Codegen`): `emit_values`, then `emit_object`."""
+        self.emit_object(gen, target, self.emit_values(gen))
+
+    def emit_values(self, gen: Codegen) -> list[tuple[str, str]]:
+        """Statements computing each value, in order: ``(key, variable)`` pairs."""
+        pairs: list[tuple[str, str]] = []
         for key, expr in self.items:
-            try:
-                value = expr(event)
-            except ExpressionFailure as exc:
-                exc.keys.insert(0, key)
-                raise
-            if value is not MISSING or not drop:
-                out[key] = value
-        return out
+            var = gen.var()
+            with gen.block("try:"):
+                gen.value(expr, var)
+            with gen.block("except ExpressionFailure as exc:"):
+                gen.line(f"exc.keys.insert(0, {gen.literal(key)})", "raise")
+            pairs.append((key, var))
+        return pairs
+
+    def emit_object(self, gen: Codegen, target: str, pairs: Sequence[tuple[str, str]]) -> None:
+        """The object of the values `emit_values` left in its variables."""
+        if not self.drop:
+            entries = ", ".join(f"{gen.literal(key)}: {var}" for key, var in pairs)
+            gen.line(f"{target} = {{{entries}}}")
+            return
+        gen.line(f"{target} = {{}}")
+        for key, var in pairs:
+            with gen.block(f"if {var} is not MISSING:"):
+                gen.line(f"{target}[{gen.literal(key)}] = {var}")
 
 
 def list_expr(items: Sequence[Expr]) -> Expr:
@@ -222,9 +330,7 @@ def steps_getter(steps: Sequence[str | int]) -> Expr:
         return lambda event: event
     names = tuple(key for key in keys if type(key) is str)
     if len(names) == len(keys):
-        getter = _names_getter(names)
-        _PATH_KEYS[getter] = names
-        return getter
+        return _names_getter(names)
 
     def get_mixed(event: Any) -> Any:
         value = event
@@ -243,47 +349,14 @@ def steps_getter(steps: Sequence[str | int]) -> Expr:
 def _names_getter(keys: tuple[str, ...]) -> Expr:
     """Lookups of object keys only: any value but an object raises TypeError when indexed by a
     string, so one try covers every way of finding nothing."""
-    if len(keys) == 1:
-        (k1,) = keys
 
-        def get1(event: Any) -> Any:
-            try:
-                return event[k1]
-            except (KeyError, TypeError):
-                return MISSING
+    def emit(gen: Codegen, target: str) -> None:
+        with gen.block("try:"):
+            gen.line(f"{target} = event" + "".join(f"[{gen.literal(key)}]" for key in keys))
+        with gen.block("except (KeyError, TypeError):"):
+            gen.line(f"{target} = MISSING")
 
-        return get1
-    if len(keys) == 2:
-        k1, k2 = keys
-
-        def get2(event: Any) -> Any:
-            try:
-                return event[k1][k2]
-            except (KeyError, TypeError):
-                return MISSING
-
-        return get2
-    if len(keys) == 3:
-        k1, k2, k3 = keys
-
-        def get3(event: Any) -> Any:
-            try:
-                return event[k1][k2][k3]
-            except (KeyError, TypeError):
-                return MISSING
-
-        return get3
-
-    def get_names(event: Any) -> Any:
-        value = event
-        try:
-            for key in keys:
-                value = value[key]
-        except (KeyError, TypeError):
-            return MISSING
-        return value
-
-    return get_names
+    return generated(emit, "get_names")
 
 
 def jsonpath_expr(text: str) -> Expr:
@@ -325,14 +398,14 @@ def coalesce_expr(items: Sequence[Expr]) -> Expr:
     """``@coalesce``: the first value that is neither missing nor null, else MISSING."""
     exprs = tuple(items)
 
-    def evaluate(event: JsonObject) -> Any:
-        for expr in exprs:
-            result = expr(event)
-            if result is not MISSING and result is not None:
-                return result
-        return MISSING
+    def emit(gen: Codegen, target: str) -> None:
+        with ExitStack() as stack:
+            for expr in exprs:
+                gen.value(expr, target)
+                stack.enter_context(gen.block(f"if {target} is MISSING or {target} is None:"))
+            gen.line(f"{target} = MISSING")
 
-    return evaluate
+    return generated(emit, "coalesce")
 
 
 def hash_values(values: Sequence[Any]) -> str:
