@@ -144,23 +144,18 @@ def _quick(text: str) -> str | None:
 def is_normal_form(value: str) -> bool:
     """Whether `value` is already ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (ASCII digits) and a valid time.
 
-    The form Segment itself writes, so the common case: the separators are checked by position
+    The form Segment itself writes, so the common case: the separators are checked in one slice
     and ``datetime.fromisoformat`` (fast, in C) checks the digits and the ranges. With the
     separators where they are and only ASCII, nothing else it accepts fits (no week dates, no
     offsets, no other fraction length).
     """
-    return (
-        len(value) == 24
-        and value[23] == "Z"
-        and value[10] == "T"
-        and value[19] == "."
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[13] == ":"
-        and value[16] == ":"
-        and value.isascii()
-        and _valid_iso(value)
-    )
+    if len(value) != 24 or value[23] != "Z" or value[4:20:3] != "--T::." or not value.isascii():
+        return False
+    try:  # not `_valid_iso`: a second call is a third of this function's cost
+        _fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_whole_seconds_utc(value: str) -> bool:
