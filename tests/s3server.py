@@ -15,10 +15,12 @@ import gzip
 import logging
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -67,6 +69,19 @@ class S3Server:
         data = b"".join(line + b"\n" for line in lines)
         return self.put(bucket, key, gzip.compress(data) if gz else data)
 
+    def put_many(self, bucket: str, keys: list[str], body: bytes) -> None:
+        """Store one body under many keys straight into moto's in-process backend (the server
+        runs in this process): a PUT over HTTP costs ~6 ms here, and the point of such a
+        fixture is the listing, not the uploads."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+        from moto.utilities.utils import get_partition
+
+        self.ensure_bucket(bucket)
+        backend = s3_backends[DEFAULT_ACCOUNT_ID][get_partition("us-east-1")]
+        for key in keys:
+            backend.put_object(bucket, key, body)
+
     def ensure_bucket(self, bucket: str) -> None:
         existing = {b["Name"] for b in self.client.list_buckets().get("Buckets", [])}
         if bucket not in existing:
@@ -78,6 +93,24 @@ class S3Server:
         self._clients.clear()
 
 
+@contextmanager
+def one_botocore_loader() -> Iterator[None]:
+    """Every botocore session of this process shares one loader of botocore's bundled JSON
+    models (read-only data): a new session parses them again, ~0.15 s per boto3 client, which
+    was most of a small S3 test (the fixture's client, segmetro's own, moto's)."""
+    real = botocore.session.create_loader
+    loaders: dict[str | None, Any] = {}
+
+    def shared(search_path_string: str | None = None) -> Any:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = real(search_path_string)
+        return loaders[search_path_string]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.session, "create_loader", shared)
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
@@ -85,7 +118,8 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     host, port = server.get_host_and_port()
     try:
-        yield S3Server(endpoint_url=f"http://{host}:{port}")
+        with one_botocore_loader():
+            yield S3Server(endpoint_url=f"http://{host}:{port}")
     finally:
         server.stop()
         inner = getattr(server, "_server", None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,16 +105,8 @@ def test_pagination(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_more_than_a_thousand_keys(s3: S3Server) -> None:
-    s3.ensure_bucket("many")
     body = gzip.compress(b'{"messageId": "x"}\n')
-    client = s3.client
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda k: client.put_object(Bucket="many", Key=f"p/{k:05d}.gz", Body=body),
-                range(1005),
-            )
-        )
+    s3.put_many("many", [f"p/{k:05d}.gz" for k in range(1005)], body)
     inputs = open_inputs(["s3://many/p/"], endpoint_url=s3.endpoint_url)
     assert [o.name for o in inputs.objects] == [f"s3://many/p/{k:05d}.gz" for k in range(1005)]
 
