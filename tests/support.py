@@ -38,6 +38,13 @@ TOKEN = "tok_live_5ecret-DO-NOT-LEAK-91f3"
 PATIENCE = 60.0
 #: The installed console script: CLI tests run what a user runs, in a process of its own.
 SEGMETRO = str(Path(sys.executable).with_name("segmetro"))
+#: ``python -c WITH_SIGINT PROGRAM ARGS...`` runs PROGRAM with SIGINT at its default, as a
+#: terminal's Ctrl-C finds it: a test runner started in the background of a script inherits
+#: SIGINT ignored, and would pass that on (Python then never raises KeyboardInterrupt).
+WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 #: The JSON Schema every ``--json`` output must satisfy.

@@ -29,6 +29,7 @@ from tests.support import (
     SAMPLES_NOW_DT,
     SEGMETRO,
     TOKEN,
+    WITH_SIGINT,
     HoldingProxy,
     run_cli,
     wait_until,
@@ -37,14 +38,6 @@ from tests.support import (
 MAPPING = str(SAMPLES / "mapping.yaml")
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 LINE = (SAMPLES / "events" / "2026-11-23.jsonl").read_bytes().splitlines()[0] + b"\n"
-
-
-#: Runs a command with SIGINT at its default, as a terminal's Ctrl-C finds it: a test runner
-#: started in the background of a script inherits SIGINT ignored, and would pass that on.
-WITH_SIGINT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -74,9 +67,10 @@ def stop(proc: subprocess.Popen[bytes], signum: int) -> tuple[str, str]:
 
 
 @pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[Callable[[], int]]:
+def fifo(tmp_path: Path) -> Iterator[Callable[..., int]]:
     """A named pipe for input; ``feed()`` waits until the command opened it and writes a few
-    lines, keeping it open, so the command waits for more."""
+    lines, keeping it open, so the command waits for more; ``feed(pid)`` returns once it does
+    (a signal sent as soon as the pipe is drained could come before the lines are counted)."""
     path = tmp_path / "pipe.jsonl"
     os.mkfifo(path)
     fds: list[int] = []
@@ -95,11 +89,24 @@ def fifo(tmp_path: Path) -> Iterator[Callable[[], int]]:
         fcntl.ioctl(fds[0], termios.FIONREAD, buf)
         return int.from_bytes(buf, sys.byteorder)
 
-    def feed() -> int:
+    def waiting_for_more(pid: int) -> bool:
+        """The command's main thread is blocked in a call on its end of the pipe (a read): what
+        the pipe held is taken and counted, not only taken into a buffer."""
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+        if len(call) < 2 or call[0] == "running":
+            return False
+        try:
+            return os.path.samefile(f"/proc/{pid}/fd/{int(call[1], 16)}", path)
+        except (OSError, OverflowError):  # its first argument is no open file
+            return False
+
+    def feed(pid: int | None = None) -> int:
         wait_until(opened, "the command to open the pipe")
         os.set_blocking(fds[0], True)
         os.write(fds[0], LINE * 20)
         wait_until(lambda: unread() == 0, "the command to read what the pipe holds")
+        if pid is not None:
+            wait_until(lambda: waiting_for_more(pid), "the command to wait for more input")
         return fds[0]
 
     feed.path = str(path)  # type: ignore[attr-defined]
@@ -109,7 +116,7 @@ def fifo(tmp_path: Path) -> Iterator[Callable[[], int]]:
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_map_prints_its_partial_summary(fifo: Callable[[], int], signum: int) -> None:
+def test_map_prints_its_partial_summary(fifo: Callable[..., int], signum: int) -> None:
     proc = start("map", "-m", MAPPING, "--now", SAMPLES_NOW, "-q", fifo.path)  # type: ignore[attr-defined]
     fifo()
     _, err = stop(proc, signum)
@@ -139,13 +146,13 @@ def test_map_with_workers_stops_them_and_leaks_nothing(tmp_path: Path, signum: i
 
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_dry_run_prints_its_partial_plan(
-    fifo: Callable[[], int], tmp_path: Path, signum: int
+    fifo: Callable[..., int], tmp_path: Path, signum: int
 ) -> None:
     proc = start(
         "replay", "--dry-run", "-m", MAPPING, "--now", SAMPLES_NOW, "-q",
         "--state", str(tmp_path / "state.db"), fifo.path,  # type: ignore[attr-defined]
     )  # fmt: skip
-    fifo()
+    fifo(proc.pid)
     _, err = stop(proc, signum)
     assert "plan against" in err
     assert "read 20" in err  # the partial counts
@@ -153,7 +160,7 @@ def test_dry_run_prints_its_partial_plan(
 
 @pytest.mark.parametrize("signum", SIGNALS)
 def test_replay_reading_a_pipe(
-    fifo: Callable[[], int],
+    fifo: Callable[..., int],
     fake_metronome: Callable[..., FakeMetronome],
     tmp_path: Path,
     signum: int,
@@ -175,7 +182,7 @@ def test_replay_reading_a_pipe(
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_validate_sample_and_diff(fifo: Callable[[], int], tmp_path: Path, signum: int) -> None:
+def test_validate_sample_and_diff(fifo: Callable[..., int], tmp_path: Path, signum: int) -> None:
     proc = start("validate", MAPPING, "--sample", "--now", SAMPLES_NOW, fifo.path)  # type: ignore[attr-defined]
     fifo()
     _, err = stop(proc, signum)
@@ -183,7 +190,7 @@ def test_validate_sample_and_diff(fifo: Callable[[], int], tmp_path: Path, signu
 
 
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_diff(fifo: Callable[[], int], signum: int) -> None:
+def test_diff(fifo: Callable[..., int], signum: int) -> None:
     proc = start("diff", "-m", MAPPING, "-m", MAPPING, "--now", SAMPLES_NOW, fifo.path)  # type: ignore[attr-defined]
     fifo()
     stop(proc, signum)

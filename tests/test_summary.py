@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.support import (
     SAMPLES_NOW_DT,
     SUMMARY_SCHEMA,
     TOKEN,
+    WITH_SIGINT,
     _console_script,
     check_invariants,
     run_cli,
@@ -166,8 +168,8 @@ def test_an_interrupted_command_prints_its_json_object(tmp_path: Path) -> None:
     rejects = tmp_path / "rejects.jsonl"
     first = write_jsonl(tmp_path / "head.jsonl", list(messages(5, start=SAMPLES_NOW_DT)))
     proc = subprocess.Popen(
-        [_console_script(), "map", "-m", MAPPING, "-", "-o", str(tmp_path / "o.jsonl"),
-         "--rejects", str(rejects), *NOW, "--json"],
+        [sys.executable, "-c", WITH_SIGINT, _console_script(), "map", "-m", MAPPING, "-",
+         "-o", str(tmp_path / "o.jsonl"), "--rejects", str(rejects), *NOW, "--json"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdin is not None
