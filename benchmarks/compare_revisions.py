@@ -8,6 +8,11 @@ printed and the exit code is 1.
 
     python benchmarks/compare_revisions.py --before addbcf7
     python benchmarks/compare_revisions.py --before addbcf7 --events 300000 --files 2
+    python benchmarks/compare_revisions.py --before 6083380 --events 300000 --time 3
+
+``--time N`` then times ``segmetro map --workers 1`` of both revisions on both exports, N
+rounds interleaved, as CPU time (user+sys of the child), with both trees byte-compiled and the
+same installed dependencies: the change the code alone made.
 
 The summary counts are read from the ``read …, rejected N`` line both revisions print.
 """
@@ -15,8 +20,10 @@ The summary counts are read from the ``read …, rejected N`` line both revision
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "segmetro-bench")
+    parser.add_argument("--time", type=int, default=0, help="rounds of timing (0: none)")
     args = parser.parse_args(argv)
 
     cases: list[tuple[str, Path, list[Path], str]] = []
@@ -99,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not same:
                     print(f"  output equal: {out_a == out_b}, rejects equal: {rej_a == rej_b}")
                     print(f"  counts before: {counts_a}")
+            if args.time:
+                time_both(before, cases[2:], args.time)
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
@@ -106,6 +116,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 capture_output=True,
             )
     return 1 if different else 0
+
+
+def time_both(
+    before: Path, cases: Sequence[tuple[str, Path, list[Path], str]], rounds: int
+) -> None:
+    """Median CPU seconds of each revision's ``map --workers 1`` per case, interleaved."""
+    for code in (before, ROOT):
+        compileall.compile_dir(str(code / "segmetro"), quiet=1)
+    for label, mapping, inputs, _now in cases:
+        samples: dict[Path, list[float]] = {before: [], ROOT: []}
+        for _ in range(rounds):
+            for code in (before, ROOT):
+                env = dict(os.environ, PYTHONPATH=str(code))
+                sample = map_bench.run_child(map_bench.map_command(mapping, inputs, 1), env)
+                samples[code].append(sample.cpu)
+        was, now = (statistics.median(samples[code]) for code in (before, ROOT))
+        per_round = [round(a / b, 2) for a, b in zip(samples[before], samples[ROOT], strict=True)]
+        print(
+            f"time: {label}: before {was:.2f} s CPU, after {now:.2f} s "
+            f"(speed x{was / now:.2f}; rounds {per_round})"
+        )
 
 
 if __name__ == "__main__":
