@@ -40,6 +40,24 @@ ROOT = Path(__file__).resolve().parent.parent
 _COUNT = re.compile(r"([a-z][a-z ]*?) (\d+)")
 
 
+def code_env(code: Path) -> dict[str, str]:
+    """The environment that runs segmetro from the tree `code`, checked: ``python -m`` puts
+    the working directory first on ``sys.path``, so a child started in a checkout would
+    import that checkout whatever ``PYTHONPATH`` says (callers run children elsewhere)."""
+    env = dict(os.environ, PYTHONPATH=str(code))
+    found = subprocess.run(
+        [sys.executable, "-c", "import segmetro; print(segmetro.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.strip()
+    if Path(found).resolve() != (code / "segmetro" / "__init__.py").resolve():
+        raise SystemExit(f"PYTHONPATH={code} imports segmetro from {found}")
+    return env
+
+
 def run_map(
     code: Path, mapping: Path, inputs: Sequence[Path], work: Path, now: str
 ) -> tuple[bytes, list[object], dict[str, int]]:
@@ -47,10 +65,10 @@ def run_map(
     out, rejects = work / "out.jsonl", work / "rejects.jsonl"
     for path in (out, rejects):
         path.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(code))
+    env = code_env(code)
     args = [sys.executable, "-m", "segmetro", "map", "-m", str(mapping), *map(str, inputs)]
     args += ["--now", now, "-o", str(out), "--rejects", str(rejects), "--workers", "1"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False, cwd=work)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{code}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
     summary = next(line for line in done.stderr.splitlines() if line.startswith("read "))
@@ -128,8 +146,8 @@ def time_both(
         samples: dict[Path, list[float]] = {before: [], ROOT: []}
         for _ in range(rounds):
             for code in (before, ROOT):
-                env = dict(os.environ, PYTHONPATH=str(code))
-                sample = map_bench.run_child(map_bench.map_command(mapping, inputs, 1), env)
+                command = map_bench.map_command(mapping, inputs, 1)
+                sample = map_bench.run_child(command, code_env(code), cwd=tempfile.gettempdir())
                 samples[code].append(sample.cpu)
         was, now = (statistics.median(samples[code]) for code in (before, ROOT))
         per_round = [round(a / b, 2) for a, b in zip(samples[before], samples[ROOT], strict=True)]

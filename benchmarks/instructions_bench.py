@@ -18,6 +18,7 @@ zlib-ng, segmetro's inflate), the reader alone (``iter_records``) and ``run_map`
 from __future__ import annotations
 
 import argparse
+import compileall
 import re
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ def instructions(work: str, data: Path, runs: int) -> int:
             capture_output=True,
             text=True,
             check=False,
+            cwd=tmp,  # not a checkout: `-c` puts the working directory first on sys.path
         )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -88,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    sys.path.insert(0, str(HERE))
-    import map_bench
-
-    map_bench.byte_compile()
+    # the tree the children import (PYTHONPATH may point at another revision's): compiled once
+    package = subprocess.run(
+        [sys.executable, "-c", "import segmetro, os; print(os.path.dirname(segmetro.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.strip()
+    compileall.compile_dir(package, quiet=1)
+    print(f"segmetro from {package}")
     exports = {}
     for kind in ("easy", "varied"):
         out = args.data / f"{kind}-{args.events}"

@@ -239,7 +239,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(args: list[str], env: dict[str, str] | None = None) -> Sample:
+def run_child(args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Sample:
     """Run a command; its wall time, CPU time, exit code and peak RSS.
 
     CPU time is user+sys of the child and of every descendant it waited for (the
@@ -251,7 +251,11 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> Sample:
     cpu = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or os.environ.copy()
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env or os.environ.copy(),
+        cwd=cwd,
     )
     peak = [0, 0]
     done = threading.Event()
