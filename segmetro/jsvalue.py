@@ -276,7 +276,11 @@ def step(obj: Any, key: str) -> Any:
     """One step of Segment's ``get``: ``obj && obj[key]`` (a falsy value is returned as is)."""
     if type(obj) is dict:
         value = obj.get(key, UNDEFINED)
-        return OPAQUE if value is UNDEFINED and key in OBJECT_MEMBERS else value
+        # an own property, even one holding undefined (`Object.assign` copies it), hides the
+        # prototype's member
+        if value is UNDEFINED and key in OBJECT_MEMBERS and key not in obj:
+            return OPAQUE
+        return value
     if not js_truthy(obj):
         return obj
     return member(obj, key)

@@ -402,3 +402,70 @@ def test_the_varied_benchmark_mapping_calls_no_expression() -> None:
         if mapping.name == "api":
             assert "+ '-api'" in source  # the template
             assert "usual" in source  # string_properties per key
+
+
+# ------------------------------------------------------- mappings the generated code once broke
+
+_BASE = 'transaction_id: $.id, timestamp: "2026-11-20T00:00:00Z", customer_id: c, event_type: e'
+
+
+def _nested(levels: int) -> str:
+    text = '"$.x"'
+    for _ in range(levels):
+        text = f"{{a: {text}}}"
+    return text
+
+
+def _nested_value(levels: int) -> Any:
+    value: Any = 5
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+_ARRAY_PATH_OWN_UNDEFINED = """
+      properties:
+        x:
+          "@arrayPath":
+            - "@merge": {objects: [{constructor: "$.nope", toString: "$.nope"}], direction: right}
+            - c: {"@if": {exists: {"@path": "constructor"}, then: "yes", else: "no"}}
+              t: {"@coalesce": [{"@path": "toString"}, "fallback"]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("fields", "string_properties", "properties"),
+    [
+        # an empty object under string_properties: its block once held no statement
+        (f"{{{_BASE}, properties: {{}}}}", True, {}),
+        # 30 nested objects: more than Python's 20 nested try blocks if all were inlined
+        (f"{{{_BASE}, properties: {{p: {_nested(30)}}}}}", False, {"p": _nested_value(30)}),
+        # 150 @coalesce items: once one indentation level each (Python allows 100)
+        (
+            f"{{{_BASE}, properties: {{x: {{'@coalesce': ["
+            + ", ".join(f'"$.no{i}"' for i in range(150))
+            + ', "last"]}}}',
+            False,
+            {"x": "last"},
+        ),
+        # an own property holding undefined hides the prototype's member (Object.assign)
+        (
+            "\n      transaction_id: $.id\n      timestamp: '2026-11-20T00:00:00Z'\n"
+            "      customer_id: c\n      event_type: e" + _ARRAY_PATH_OWN_UNDEFINED,
+            False,
+            {"x": [{"c": "no", "t": "fallback"}]},
+        ),
+    ],
+)
+def test_mappings_the_generated_code_once_broke(
+    fields: str, string_properties: bool, properties: Any
+) -> None:
+    flag = str(string_properties).lower()
+    head = "version: 1\nmappings:\n  - name: m\n"
+    text = f"{head}    string_properties: {flag}\n    fields: {fields}\n"
+    mapping = load_mapping_text(text).mappings[0]
+    event = {"id": "1", "x": 5}
+    expected = {"transaction_id": "1", "customer_id": "c", "event_type": "e",
+                "timestamp": "2026-11-20T00:00:00.000Z", "properties": properties}  # fmt: skip
+    assert mapping.build(event) == expected
+    assert by_the_rules(mapping, event) == expected

@@ -16,7 +16,7 @@ import json
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Final
 
@@ -101,6 +101,10 @@ Emit = Callable[["Codegen", str], None]
 _CODE: weakref.WeakKeyDictionary[Expr, Emit] = weakref.WeakKeyDictionary()
 
 
+#: how deep in blocks `Codegen.value` still inlines a code form (see there)
+MAX_INLINE_DEPTH: Final = 8
+
+
 class Codegen:
     """Python source for expressions, composed.
 
@@ -150,17 +154,25 @@ class Codegen:
 
     @contextmanager
     def block(self, header: str) -> Iterator[None]:
-        """A compound statement: `header`, then what is written in the ``with``."""
+        """A compound statement: `header`, then what is written in the ``with`` (``pass`` if
+        nothing is: an object with no keys)."""
         self.line(header)
         self._depth += 1
+        written = len(self.lines)
         try:
             yield
         finally:
+            if len(self.lines) == written:
+                self.line("pass")
             self._depth -= 1
 
     def value(self, expr: Expr, target: str) -> None:
-        """Statements leaving ``expr(event)`` in `target`: its code form, or a call."""
-        emit = code_of(expr) if self.inline else None
+        """Statements leaving ``expr(event)`` in `target`: its code form, or a call.
+
+        Below `MAX_INLINE_DEPTH` blocks a sub-expression is called, not inlined: Python refuses
+        more than 20 nested ``try`` blocks and 100 indentation levels, and a deeply nested
+        mapping must still compile (to the same calls its closures make)."""
+        emit = code_of(expr) if self.inline and self._depth < MAX_INLINE_DEPTH else None
         if emit is None:
             self.line(f"{target} = {self.bind(expr, 'e')}(event)")
         else:
@@ -399,10 +411,19 @@ def coalesce_expr(items: Sequence[Expr]) -> Expr:
     exprs = tuple(items)
 
     def emit(gen: Codegen, target: str) -> None:
-        with ExitStack() as stack:
-            for expr in exprs:
+        # flat, not nested: each item is tried only while every earlier one was missing or
+        # null, and a coalesce of 100 items still compiles
+        unset = f"{target} is MISSING or {target} is None"
+        if not exprs:
+            gen.line(f"{target} = MISSING")
+            return
+        for i, expr in enumerate(exprs):
+            if i == 0:
                 gen.value(expr, target)
-                stack.enter_context(gen.block(f"if {target} is MISSING or {target} is None:"))
+                continue
+            with gen.block(f"if {unset}:"):
+                gen.value(expr, target)
+        with gen.block(f"if {unset}:"):
             gen.line(f"{target} = MISSING")
 
     return generated(emit, "coalesce")
