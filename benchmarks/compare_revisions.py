@@ -20,7 +20,6 @@ The summary counts are read from the ``read …, rejected N`` line both revision
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import re
 import statistics
@@ -41,19 +40,11 @@ _COUNT = re.compile(r"([a-z][a-z ]*?) (\d+)")
 
 
 def code_env(code: Path) -> dict[str, str]:
-    """The environment that runs segmetro from the tree `code`, checked: ``python -m`` puts
-    the working directory first on ``sys.path``, so a child started in a checkout would
-    import that checkout whatever ``PYTHONPATH`` says (callers run children elsewhere)."""
+    """The environment that runs segmetro from the tree `code`, checked (callers run children
+    outside the checkout, see `map_bench.imported_package`)."""
     env = dict(os.environ, PYTHONPATH=str(code))
-    found = subprocess.run(
-        [sys.executable, "-c", "import segmetro; print(segmetro.__file__)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tempfile.gettempdir(),
-    ).stdout.strip()
-    if Path(found).resolve() != (code / "segmetro" / "__init__.py").resolve():
+    found = map_bench.imported_package(env)
+    if found != (code / "segmetro").resolve():
         raise SystemExit(f"PYTHONPATH={code} imports segmetro from {found}")
     return env
 
@@ -141,7 +132,7 @@ def time_both(
 ) -> None:
     """Median CPU seconds of each revision's ``map --workers 1`` per case, interleaved."""
     for code in (before, ROOT):
-        compileall.compile_dir(str(code / "segmetro"), quiet=1)
+        map_bench.byte_compile(code / "segmetro")
     for label, mapping, inputs, _now in cases:
         samples: dict[Path, list[float]] = {before: [], ROOT: []}
         for _ in range(rounds):

@@ -18,13 +18,16 @@ zlib-ng, segmetro's inflate), the reader alone (``iter_records``) and ``run_map`
 from __future__ import annotations
 
 import argparse
-import compileall
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import map_bench
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,14 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     # the tree the children import (PYTHONPATH may point at another revision's): compiled once
-    package = subprocess.run(
-        [sys.executable, "-c", "import segmetro, os; print(os.path.dirname(segmetro.__file__))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tempfile.gettempdir(),
-    ).stdout.strip()
-    compileall.compile_dir(package, quiet=1)
+    package = map_bench.imported_package()
+    map_bench.byte_compile(package)
     print(f"segmetro from {package}")
     exports = {}
     for kind in ("easy", "varied"):

@@ -342,14 +342,25 @@ def default_choice(paths: Sequence[Path]) -> int:
     return int(choose(objects)) if choose is not None else workers_module().default_workers()
 
 
-def byte_compile() -> bool:
-    """Write segmetro's ``.pyc`` files, which an installed package has and an editable install
-    under ``PYTHONDONTWRITEBYTECODE`` lacks (~70 ms of compiling on every subprocess start);
-    True when that variable is set."""
-    import segmetro
+def imported_package(env: dict[str, str] | None = None) -> Path:
+    """The segmetro package a child started with `env` imports, asked of one started outside
+    any checkout (``python -m`` and ``-c`` put the working directory first on ``sys.path``)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import segmetro; print(segmetro.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.strip()
+    return Path(found).resolve().parent
 
-    compileall.compile_dir(str(Path(segmetro.__file__).parent), quiet=1)
-    return bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+
+def byte_compile(package: Path) -> None:
+    """Write the package's ``.pyc`` files, which an installed package has and an editable
+    install under ``PYTHONDONTWRITEBYTECODE`` lacks (~70 ms of compiling on every subprocess
+    start)."""
+    compileall.compile_dir(str(package), quiet=1)
 
 
 def machine() -> dict[str, Any]:
@@ -440,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     notes: list[str] = []
-    if byte_compile():
+    byte_compile(imported_package())
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         notes.append(
             "segmetro byte-compiled first (as pip does on install): this environment sets "
             "PYTHONDONTWRITEBYTECODE, which would make every subprocess compile it from source"
