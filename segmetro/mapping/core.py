@@ -269,17 +269,17 @@ class _Rule(NamedTuple):
     """How the generated code applies one output rule: ``keep`` is a condition (on ``{v}``)
     under which the rule's method would return the value unchanged, so the call is skipped;
     `quick` names a function of a string value that returns what the method would (or None:
-    the method decides), the shortcut the method itself takes first."""
+    the method decides), the shortcut the method itself takes first. A rule has one or both."""
 
     method: str
-    keep: str
+    keep: str | None
     quick: str | None = None
 
 
 #: The output rule of each field: its method on `Mapping`, and when the value already passes.
 _RULES: dict[str, _Rule] = {
     "transaction_id": _Rule("_identifier", "type({v}) is str and {v} and len({v}) <= _MAX_TID"),
-    "timestamp": _Rule("_timestamp", "False", quick="_quick_time"),
+    "timestamp": _Rule("_timestamp", None, quick="_quick_time"),
     "properties": _Rule("_properties", "type({v}) is dict and _as_is and _plain({v})"),
 }
 _ID_RULE = _Rule("_identifier", "type({v}) is str and {v}")
@@ -313,11 +313,12 @@ def _compile(mapping: Mapping, *, inline: bool = True) -> Callable[[JsonObject],
             method = gen.bind(getattr(mapping, rule.method), "rule")
             is_constant, value = constant_value(spec.expr)
             if is_constant:
-                # a constant the rule keeps (or its shortcut turns) is checked here, once
-                kept = eval(rule.keep.format(v="x"), dict(names), {"x": value})
-                if rule.quick is not None and type(value) is str:
-                    quick = names[rule.quick](value)
-                    value, kept = (value, kept) if quick is None else (quick, True)
+                # the rule is applied to a constant here, once; one it rejects is left to
+                # reject each event
+                try:
+                    value, kept = getattr(mapping, rule.method)(spec, value), True
+                except _Rejected:
+                    kept = False
                 gen.line(f"{v} = {gen.literal(value)}")
                 if kept:
                     (optional if spec.name == "properties" else required).append((spec.name, v))
@@ -331,12 +332,12 @@ def _compile(mapping: Mapping, *, inline: bool = True) -> Callable[[JsonObject],
                     gen.value(spec.expr, v)
                 with gen.block("except Exception as exc:"):
                     gen.line(f"raise {gen.bind(mapping._failed, 'fail')}({s}, exc) from None")
-            check = f"if not ({rule.keep.format(v=v)}):"
+            check = "" if rule.keep is None else f"if not ({rule.keep.format(v=v)}):"
             if rule.quick is not None:
                 q = gen.var("q")
                 with gen.block(f"if type({v}) is str and ({q} := {rule.quick}({v})) is not None:"):
                     gen.line(f"{v} = {q}")
-                check = "else:" if rule.keep == "False" else "el" + check
+                check = "el" + check if check else "else:"
             with gen.block(check):
                 gen.line(f"{v} = {method}({s}, {v})")
             (optional if spec.name == "properties" else required).append((spec.name, v))

@@ -413,17 +413,11 @@ def coalesce_expr(items: Sequence[Expr]) -> Expr:
     def emit(gen: Codegen, target: str) -> None:
         # flat, not nested: each item is tried only while every earlier one was missing or
         # null, and a coalesce of 100 items still compiles
-        unset = f"{target} is MISSING or {target} is None"
-        if not exprs:
-            gen.line(f"{target} = MISSING")
-            return
-        for i, expr in enumerate(exprs):
-            if i == 0:
+        gen.line(f"{target} = MISSING")
+        for expr in exprs:
+            with gen.block(f"if {target} is MISSING or {target} is None:"):
                 gen.value(expr, target)
-                continue
-            with gen.block(f"if {unset}:"):
-                gen.value(expr, target)
-        with gen.block(f"if {unset}:"):
+        with gen.block(f"if {target} is None:"):
             gen.line(f"{target} = MISSING")
 
     return generated(emit, "coalesce")
