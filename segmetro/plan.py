@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from segmetro.dedup import RunDeduper
+from segmetro.dedup import RunDeduper, expected_ids
 from segmetro.errors import Interrupted
 from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
@@ -187,7 +187,7 @@ def plan(
             result.note(category, mapped.mapping, payload["event_type"], payload["timestamp"][:10])
 
     result.rejects = sink.shown
-    with RunDeduper() as deduper:
+    with RunDeduper(expected=expected_ids(inputs.total_bytes)) as deduper:
         pending: deque[Mapped] = deque()
         stream = read_resumed(todo, resume, on_bytes=on_bytes)
         try:
@@ -281,7 +281,8 @@ def diff(old: MappingSet, new: MappingSet, inputs: InputSet, *, window: Window) 
                 )
             )
 
-    with RunDeduper() as old_seen, RunDeduper() as new_seen:
+    expected = expected_ids(inputs.total_bytes)
+    with RunDeduper(expected=expected) as old_seen, RunDeduper(expected=expected) as new_seen:
         try:
             for item in _records(iter_records(inputs), result):
                 before = _outputs(item, old, result.old, window, old_seen)

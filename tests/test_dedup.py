@@ -10,10 +10,17 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from segmetro import dedup
-from segmetro.dedup import DedupResult, RunDeduper, canonical_bytes, payload_digest
+from segmetro.dedup import (
+    DedupResult,
+    RunDeduper,
+    canonical_bytes,
+    expected_ids,
+    payload_digest,
+)
 
 
 def _payload(tid: str, **extra: Any) -> dict[str, Any]:
@@ -81,6 +88,59 @@ def test_many_ids_across_growth_and_spill(monkeypatch: pytest.MonkeyPatch, tmp_p
         # The spill file is anonymous: nothing is left in the directory, even after a crash.
         assert list(tmp_path.iterdir()) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def _index_slots(d: RunDeduper) -> int:
+    return len(d._index)
+
+
+@pytest.mark.parametrize("expected", [0, 1, 5_000, 10**9])
+def test_an_expected_count_sizes_the_index_within_its_cap(expected: int) -> None:
+    """The index starts large enough for `expected` ids at load 1/2 (never smaller than the
+    default, never beyond the cap), and still grows when more come: verdicts are the same."""
+    with RunDeduper(expected=expected) as d:
+        want = max(
+            dedup._INITIAL_SLOTS,
+            min(dedup._MAX_PRESIZED_SLOTS, 1 << (2 * expected - 1).bit_length()),
+        )
+        assert _index_slots(d) == want
+        n = 8_000
+        for i in range(n):
+            line = orjson.dumps({"transaction_id": f"id-{i}", "n": i})
+            assert d.check_encoded(f"id-{i}", line).status == "new"
+        assert _index_slots(d) == max(want, 1 << (2 * n - 1).bit_length())
+        for i in range(0, n, 13):
+            line = orjson.dumps({"transaction_id": f"id-{i}", "n": i})
+            assert d.check_encoded(f"id-{i}", line).status == "duplicate"
+            changed = orjson.dumps({"transaction_id": f"id-{i}", "n": -i - 1})
+            assert d.check_encoded(f"id-{i}", changed).first_payload == {
+                "n": i, "transaction_id": f"id-{i}"
+            }  # fmt: skip
+
+
+def test_an_expected_count_saves_the_growth(monkeypatch: pytest.MonkeyPatch) -> None:
+    grown: list[int] = []
+    original = RunDeduper._grow
+
+    def counting(self: RunDeduper) -> None:
+        grown.append(len(self))
+        original(self)
+
+    monkeypatch.setattr(RunDeduper, "_grow", counting)
+    with RunDeduper(expected=3_000) as d:
+        for i in range(3_000):
+            d.check(f"t{i}", {"i": i})
+    assert grown == []
+    with RunDeduper() as d:
+        for i in range(3_000):
+            d.check(f"t{i}", {"i": i})
+    assert len(grown) == 3  # 1,024 slots -> 8,192
+
+
+def test_expected_ids_guesses_from_stored_bytes() -> None:
+    assert expected_ids(None) == 0
+    assert expected_ids(0) == 0
+    assert expected_ids(100 * dedup.BYTES_PER_EVENT) == 100
 
 
 def test_last_record_read_from_buffer_after_spill(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +212,7 @@ canonical = canonical_bytes(payload)
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")  # VmHWM := VmRSS
 base = kib("VmRSS:")
-with RunDeduper() as d:
+with RunDeduper(expected=int(sys.argv[1])) as d:
     check = d.check
     for tid in ids:
         check(tid, payload, canonical=canonical)
@@ -168,20 +228,22 @@ json.dump(result, sys.stdout)
 
 
 @pytest.mark.slow
-def test_memory_for_a_million_ids() -> None:
+@pytest.mark.parametrize("expected", [0, 1_000_000])
+def test_memory_for_a_million_ids(expected: int) -> None:
     """10^6 ids: 8 B key + 8 B offset each (arrays over-allocate ≤ 1/8), an index of 2^21
     4-byte slots (load ≤ 1/2) = 8 MiB, a 1 MiB spill buffer, plus one transient copy of the
     index or of an entry array while it grows: ≈ 16 * 1.125 + 8 + 1 + 8 ≈ 35 MB worst case.
     32 MiB is the bound (measured: ~25 MiB peak); a set of the same ids would need > 100 MB.
 
     Measured as the resident memory of a fresh process (tracemalloc gives the same peak to
-    within 1%, but makes the million calls ten times slower)."""
+    within 1%, but makes the million calls ten times slower). Sized up front for them
+    (``expected``), the index is the same size, and never copied."""
     # glibc's mmap threshold pinned at its default: otherwise it moves up as big blocks are
     # freed, and how much freed memory the heap then keeps resident hangs on the heap's layout
     # (measured: 25-30 MiB "current" with nothing but the environment's size or the .pyc files
     # changed, against 24.6 MiB and a 25.4 MiB peak pinned; the table holds 23.3 MiB).
     child = subprocess.run(
-        [sys.executable, "-c", _MILLION_IDS],
+        [sys.executable, "-c", _MILLION_IDS, str(expected)],
         capture_output=True,
         check=False,
         timeout=120,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from segmetro.mapping import load_mapping_text, normalize_timestamp
@@ -333,6 +334,34 @@ def test_the_timestamp_shortcut_reads_as_the_parser_does(value: Any) -> None:
         assert quick == regular
     if isinstance(value, str) and is_normal_form(value):
         assert quick == f"ok {value}"
+
+
+@given(value=offset_ts)
+@example("2026-11-19T23:30:00.000-00:30")  # on the next midnight
+@example("2026-11-19T23:29:59.999-00:30")
+@example("2026-11-19T01:00:00.000+01:00")  # on this midnight
+@example("2026-11-19T00:59:59.999+01:00")
+@example("2026-12-31T23:00:00.000-01:00")  # into the next year
+@example("2026-11-19T12:00:00.000+24:00")
+@example("2026-11-19T12:00:00.000+2a:00")
+@settings(max_examples=1500, deadline=None)
+def test_an_offset_is_moved_on_the_clock_as_the_parser_converts_it(value: str) -> None:
+    """The offset form's shortcut (the clock moved within the day, else ``astimezone``) gives
+    what the general pattern gives, and decides every stamp ``fromisoformat`` reads."""
+    with mock.patch.object(timestamps_module, "_quick", return_value=None):
+        try:
+            regular: str | None = timestamps_module._from_text(value, value)
+        except ValueError:
+            regular = None
+    shifted = timestamps_module._shifted(value)
+    if shifted is not None:
+        assert shifted == regular
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return
+    if regular is not None:
+        assert shifted == regular
 
 
 def test_simple_paths_are_inlined_and_every_value_takes_the_one_path() -> None:

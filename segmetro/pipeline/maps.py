@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from segmetro.dedup import RunDeduper
+from segmetro.dedup import RunDeduper, expected_ids
 from segmetro.errors import Interrupted
 from segmetro.mapping import FieldStats, MappingSet
 from segmetro.models import Counts, Mapped, Record, Reject
@@ -59,7 +59,10 @@ def run_map(
     from segmetro.pipeline import workers as parallel
 
     counts = counts if counts is not None else Counts()
-    with RejectSink(rejects_path) as sink, RunDeduper() as deduper:
+    with (
+        RejectSink(rejects_path) as sink,
+        RunDeduper(expected=expected_ids(inputs.total_bytes)) as deduper,
+    ):
         stream: Iterator[Mapped | Reject] | Iterator[Record | Reject]
         if workers > 1 and parallel.can_run_parallel(mappings, inputs.objects):
             stream = parallel.run_parallel(
@@ -159,7 +162,10 @@ def run_sample(mappings: MappingSet, inputs: InputSet, *, window: Window) -> Sam
     counts = Counts()
     stats = FieldStats()
     report = SampleReport(counts=counts, stats=stats, rejects=[])
-    with RejectSink(None) as sink, RunDeduper() as deduper:
+    with (
+        RejectSink(None) as sink,
+        RunDeduper(expected=expected_ids(inputs.total_bytes)) as deduper,
+    ):
         stream = selected(iter_records(inputs), mappings, window=window, counts=counts, stats=stats)
         try:
             for item in deduplicate(_collisions(stream, report), deduper, counts):

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from segmetro.dedup import RunDeduper
+from segmetro.dedup import RunDeduper, expected_ids
 from segmetro.delivery import DeliveryStats, Outbound, SenderConfig, deliver
 from segmetro.errors import ConfigError, SegmetroError, StateError
 from segmetro.mapping import MappingSet
@@ -298,7 +298,7 @@ async def run_replay(
         RejectSink(
             rejects_path, append=state is not None, run_id=run_id, lazy=rejects_lazy
         ) as sink,
-        RunDeduper() as deduper,
+        RunDeduper(expected=expected_ids(inputs.total_bytes)) as deduper,
         stopper.installed(),
     ):
         outcome = _Delivery(
