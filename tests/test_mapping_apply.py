@@ -271,6 +271,37 @@ mappings:
     assert not mappings.mappings[1].matches(page)
 
 
+class _Exploding(dict[str, Any]):
+    """An event whose field lookups raise, as no JSON value does: a trigger that fails."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError(f"no {key}")
+
+
+def test_a_trigger_that_raises_rejects_the_event_for_its_mapping_and_the_next_still_run() -> None:
+    text = """\
+version: 1
+mappings:
+  - name: tracks
+    trigger: type = "track"
+    fields: {transaction_id: x, customer_id: c, event_type: e, timestamp: $.timestamp}
+  - name: always
+    fields: {transaction_id: y, customer_id: c, event_type: e, timestamp: $.timestamp}
+"""
+    mappings = load_mapping_text(text, name="m")
+    event = _Exploding(EVENT)
+    failed, built = mappings.apply(Record(event, "in.jsonl", 7))
+    assert isinstance(failed, Reject)
+    assert failed.reason == Reason.EXPRESSION_ERROR
+    assert failed.mapping == "tracks"
+    assert failed.detail == "trigger 'type = \"track\"' failed: RuntimeError: no type"
+    assert failed.source == "in.jsonl:7"
+    assert failed.event is event
+    assert isinstance(built, Mapped)
+    assert built.mapping == "always"
+    assert built.payload["transaction_id"] == "y"
+
+
 def test_a_bad_trigger_is_a_load_error_with_line_and_position() -> None:
     text = """\
 version: 1

@@ -124,3 +124,21 @@ def test_an_or_of_equalities_on_one_field() -> None:
 def test_javascript_member_access(trigger: str, event: dict[str, Any], expected: bool) -> None:
     """Segment's ``get`` sees string indices, lengths and prototype members."""
     assert parse_trigger(trigger).matches(event) is expected
+
+
+def test_expressions_of_several_triggers_share_one_namespace() -> None:
+    """``Trigger.expression`` (what ``MappingSet.apply`` writes in): each trigger's constants
+    under its own prefix, the shared helpers once; a prefix used twice is refused."""
+    first = parse_trigger('event = "a" or event = "b"')
+    second = parse_trigger('event = "c" or event = "d"')
+    names: dict[str, Any] = {}
+    source = (
+        "def both(e):\n"
+        f"    return ({first.expression(names, '_p0_')}), ({second.expression(names, '_p1_')})\n"
+    )
+    exec(compile(source, "<test>", "exec"), names)
+    both = names["both"]
+    for event in ({"event": "a"}, {"event": "d"}, {"event": "x"}, {"event": 1}, {}):
+        assert both(event) == (first.matches(event), second.matches(event))
+    with pytest.raises(ValueError, match="_p0_0"):
+        second.expression(names, "_p0_")

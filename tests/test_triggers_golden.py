@@ -4,7 +4,8 @@
 ``@segment/destination-subscriptions`` answered: ``parseFql``'s error, and
 ``validate(parseFql(trigger), event)`` (true, false, or the message it threw). segmetro parses
 each trigger with :func:`parse_trigger` and answers with ``Trigger.matches`` on the event as the
-JSONL source reads it.
+JSONL source reads it, and again through ``MappingSet.apply``, the path every command runs,
+where each trigger is written into one generated function beside the others of its set.
 
 The deliberate difference (README, "Differences from Segment"): segmetro refuses at parse the
 triggers Segment would silently turn into "matches nothing" (a parse error) and those on which
@@ -14,15 +15,18 @@ Segment's, disagrees.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pytest
 
 from segmetro.errors import TriggerError
-from segmetro.models import Record
+from segmetro.mapping import MappingSet, load_mapping_text
+from segmetro.models import Mapped, Reason, Record, Reject
 from segmetro.triggers import Trigger, parse_trigger
 from tests.test_segment_golden import golden_lines, read_event
 
@@ -136,8 +140,66 @@ def segmetro_answer(case: TriggerCase) -> bool | str:
         return f"failed: {type(exc).__name__}: {exc}"
 
 
-def trigger_verdicts() -> list[TriggerVerdict]:
-    return [TriggerVerdict(case, segmetro_answer(case)) for case in load_trigger_cases()]
+#: triggers per generated ``MappingSet.apply``: many, so that their constants must not collide
+SET_SIZE = 64
+
+
+@functools.cache
+def trigger_sets() -> tuple[dict[str, str], tuple[MappingSet, ...]]:
+    """Every trigger the corpus compiles, as mappings of a few large sets: trigger -> name."""
+    (base,) = load_mapping_text(
+        "version: 1\nmappings:\n  - name: base\n    fields:\n"
+        "      transaction_id: x\n      customer_id: c\n      event_type: e\n"
+        "      timestamp: '2026-01-01T00:00:00.000Z'\n",
+        name="triggers.yaml",
+    ).mappings
+    texts = sorted({case.trigger for case in load_trigger_cases()})
+    compiled = [(text, compile_trigger(text)) for text in texts]
+    usable = [(text, trigger) for text, trigger in compiled if not isinstance(trigger, str)]
+    names = {text: f"t{i}" for i, (text, _) in enumerate(usable)}
+    mappings = [
+        dataclasses.replace(base, name=names[text], trigger=trigger, trigger_text=text)
+        for text, trigger in usable
+    ]
+    sets = tuple(MappingSet(mappings[i : i + SET_SIZE]) for i in range(0, len(mappings), SET_SIZE))
+    return names, sets
+
+
+@functools.lru_cache(maxsize=256)
+def applied(event: str) -> dict[str, bool | str]:
+    """What every compiled trigger answers on `event` through ``MappingSet.apply``: the
+    mappings that fired, and a failure's message where the trigger's evaluation raised."""
+    record = event_record(event)
+    out: dict[str, bool | str] = {}
+    for mappings in trigger_sets()[1]:
+        for result in mappings.apply(record):
+            if isinstance(result, Mapped):
+                out[result.mapping] = True
+            else:
+                assert isinstance(result, Reject)
+                assert result.mapping is not None
+                assert result.reason == Reason.EXPRESSION_ERROR, result
+                out[result.mapping] = f"failed: {result.detail}"
+    return out
+
+
+def applied_answer(case: TriggerCase) -> bool | str:
+    trigger = compile_trigger(case.trigger)
+    if isinstance(trigger, str):
+        return trigger
+    return applied(case.event).get(trigger_sets()[0][case.trigger], False)
+
+
+ANSWERS: dict[str, Callable[[TriggerCase], bool | str]] = {
+    "Trigger.matches": segmetro_answer,
+    "MappingSet.apply": applied_answer,
+}
+
+
+def trigger_verdicts(
+    answer: Callable[[TriggerCase], bool | str] = segmetro_answer,
+) -> list[TriggerVerdict]:
+    return [TriggerVerdict(case, answer(case)) for case in load_trigger_cases()]
 
 
 def test_the_trigger_corpus_is_large_and_varied() -> None:
@@ -151,8 +213,9 @@ def test_the_trigger_corpus_is_large_and_varied() -> None:
     assert any(not case.ok for case in cases)
 
 
-def test_segmetro_triggers_agree_with_segment() -> None:
-    results = trigger_verdicts()
+@pytest.mark.parametrize("path", list(ANSWERS))
+def test_segmetro_triggers_agree_with_segment(path: str) -> None:
+    results = trigger_verdicts(ANSWERS[path])
     wrong = [v for v in results if not v.agrees]
     if wrong:
         by_kind = {k: sum(v.kind == k for v in wrong) for k in ("validation", "throw", "value")}

@@ -38,9 +38,8 @@ class TriggerLike(Protocol):
 
     def matches(self, event: JsonObject) -> bool: ...
 
-    @property
-    def predicate(self) -> Callable[[JsonObject], bool]:
-        """The function behind `matches`, for a hot loop."""
+    def expression(self, names: dict[str, Any], prefix: str) -> str:
+        """`matches` as a Python expression on the event ``e``, for generated code."""
         ...
 
 
@@ -162,6 +161,17 @@ class Mapping:
         except _Rejected as exc:
             return self.rejected(record, exc)
         return Mapped(mapping=self.name, payload=payload, record=record)
+
+    def trigger_failed(self, record: Record, exc: Exception) -> Reject:
+        """The reject for a record the trigger's evaluation raised on: one odd event must not
+        stop the run."""
+        return Reject(
+            reason=Reason.EXPRESSION_ERROR,
+            detail=f"trigger {self.trigger_text!r} failed: {type(exc).__name__}: {exc}",
+            source=record.coords,
+            mapping=self.name,
+            event=record.event,
+        )
 
     def rejected(self, record: Record, exc: _Rejected) -> Reject:
         """The reject for a record whose payload broke an output rule."""
@@ -416,6 +426,12 @@ exec(
 _stringify_properties: Callable[[JsonObject], JsonObject] = _PROPERTY_NAMES["_stringify_properties"]
 
 
+class _Apply(Protocol):
+    def __call__(
+        self, record: Record, stats: FieldStats | None = None
+    ) -> list[Mapped | Reject]: ...
+
+
 @dataclass(slots=True)
 class MappingSet:
     """The mappings of one file, in file order, and the warnings found while loading it."""
@@ -425,50 +441,50 @@ class MappingSet:
     warnings: list[MappingWarning] = field(default_factory=list)
     #: the YAML it was compiled from (set by the loader): worker processes compile it again
     source_text: str | None = field(default=None, repr=False, compare=False)
-    #: per mapping: itself, its trigger's predicate (None: always fires), build, name
-    _plan: tuple[
-        tuple[
-            Mapping, Callable[[JsonObject], bool] | None, Callable[[JsonObject], JsonObject], str
-        ],
-        ...,
-    ] = field(init=False, repr=False, compare=False)
+    #: one Mapped or Reject per mapping whose trigger matches the record, in file order; an
+    #: empty list = filtered. With `stats`, the fields that came out empty are counted in it.
+    apply: _Apply = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._plan = tuple(
-            (m, None if m.trigger is None else m.trigger.predicate, m.build, m.name)
-            for m in self.mappings
-        )
-
-    def apply(self, record: Record, stats: FieldStats | None = None) -> list[Mapped | Reject]:
-        """One Mapped or Reject per mapping whose trigger matches; an empty list = filtered."""
-        event = record.event
-        out: list[Mapped | Reject] = []
-        for mapping, fires, build, name in self._plan:
-            if fires is not None:
-                try:
-                    if not fires(event):
-                        continue
-                except Exception as exc:  # noqa: BLE001 - one odd event must not stop the run
-                    out.append(
-                        Reject(
-                            reason=Reason.EXPRESSION_ERROR,
-                            detail=f"trigger {mapping.trigger_text!r} failed: "
-                            f"{type(exc).__name__}: {exc}",
-                            source=record.coords,
-                            mapping=name,
-                            event=event,
-                        )
-                    )
-                    continue
-            if stats is not None:
-                out.append(mapping.map(record, stats))
-                continue
-            try:
-                out.append(Mapped(name, build(event), record))
-            except _Rejected as exc:
-                out.append(mapping.rejected(record, exc))
-        return out
+        self.apply = _compile_set(self.mappings)
 
     def names(self) -> list[str]:
         """The mapping names, in file order."""
         return [mapping.name for mapping in self.mappings]
+
+
+def _compile_set(mappings: Sequence[Mapping]) -> _Apply:
+    """Generate `MappingSet.apply`: each mapping's trigger written in as its expression
+    (``Trigger.expression``), then its ``build`` called, so a record costs one call per
+    mapping that fires, not two per mapping. A trigger that raises is that mapping's reject;
+    nothing an expression raises escapes."""
+    names: dict[str, Any] = {"_Mapped": Mapped, "_Rejected": _Rejected}
+    gen = Codegen(names)
+    with gen.block("def apply(record, stats=None):"):
+        gen.line("e = record.event", "out = []")
+        for i, mapping in enumerate(mappings):
+            m, build = gen.bind(mapping, "m"), gen.bind(mapping.build, "b")
+            if mapping.trigger is None:
+                _emit_fired(gen, m, build, gen.literal(mapping.name))
+                continue
+            with gen.block("try:"):
+                gen.line(f"hit = {mapping.trigger.expression(names, f'_t{i}_')}")
+            with gen.block("except Exception as exc:"):
+                gen.line(f"out.append({m}.trigger_failed(record, exc))")
+            with gen.block("else:"), gen.block("if hit:"):
+                _emit_fired(gen, m, build, gen.literal(mapping.name))
+        gen.line("return out")
+    names["__source__"] = "\n".join(gen.lines)
+    apply: _Apply = gen.compile("apply", "<mapping set>")
+    return apply
+
+
+def _emit_fired(gen: Codegen, m: str, build: str, name: str) -> None:
+    """A mapping that fired: its event or its reject (`Mapping.map` when counting fields)."""
+    with gen.block("if stats is None:"):
+        with gen.block("try:"):
+            gen.line(f"out.append(_Mapped({name}, {build}(e), record))")
+        with gen.block("except _Rejected as exc:"):
+            gen.line(f"out.append({m}.rejected(record, exc))")
+    with gen.block("else:"):
+        gen.line(f"out.append({m}.map(record, stats))")
