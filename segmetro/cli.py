@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand
@@ -27,8 +27,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: What a value is called in help, by its click type: a word a person reads, not a Python type.
-_METAVARS: dict[object, str] = {str: "TEXT", int: "N", float: "NUMBER", Path: "PATH"}
+#: What a value is called in help, by its click type's name: a word a person reads.
+_METAVARS: dict[str, str] = {
+    "str": "TEXT",
+    "int": "N",
+    "int range": "N",
+    "float": "NUMBER",
+    "float range": "NUMBER",
+    "path": "PATH",
+}
 
 
 class _Argument(TyperArgument):
@@ -52,11 +59,7 @@ class _Command(TyperCommand):
             if isinstance(param, TyperArgument):
                 param.metavar = (param.name or "value").upper()
             else:
-                descriptor = getattr(param, "type_descriptor", None)
-                annotation = getattr(descriptor, "annotation", str)
-                if get_origin(annotation) is list:
-                    (annotation,) = get_args(annotation)
-                param.metavar = _METAVARS.get(annotation, "VALUE")
+                param.metavar = _METAVARS.get(getattr(param.type, "name", ""), "VALUE")
 
     def get_short_help_str(self, limit: int = 45) -> str:
         return " ".join((self.help or "").split("\n\n")[0].split())

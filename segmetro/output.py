@@ -36,6 +36,18 @@ def _pairs(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {value}" for name, value in values.items())
 
 
+def percent(part: int, whole: int) -> str:
+    """`part` of `whole` as a whole percentage that is never 0 % or 100 % unless exactly so."""
+    if part == 0 or part == whole:
+        return f"{100 * part // whole if whole else 0}%"
+    share = 100 * part / whole
+    if share < 1:
+        return "<1%"
+    if share > 99:
+        return ">99%"
+    return f"{share:.0f}%"
+
+
 def summary_lines(summary: Summary) -> list[str]:
     """The human summary: the counts of the JSON object, under the same names, as lines."""
     lines = []
@@ -49,10 +61,9 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"by_mapping {name}: {_pairs(row)}")
     for row in summary.details.get("fields", ()):
         if row["empty"]:
-            share = 100 * row["empty"] / row["matched"]
             lines.append(
                 f"fields {row['mapping']}.{row['field']}: empty {row['empty']}, matched "
-                f"{row['matched']} ({share:.0f}% empty)"
+                f"{row['matched']} ({percent(row['empty'], row['matched'])} empty)"
             )
     where = {
         key: getattr(summary, key)

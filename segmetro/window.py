@@ -57,9 +57,9 @@ class Window:
     @classmethod
     def from_options(cls, *, since: str | None, until: str | None, now: str | None) -> Window:
         real_now = datetime.now(UTC)
-        clock = parse_when(now, now=real_now, option="--now") if now else real_now
-        lower = parse_when(since, now=clock, option="--since") if since else None
-        upper = parse_when(until, now=clock, option="--until") if until else None
+        clock = parse_when(now, now=real_now, option="--now") if now is not None else real_now
+        lower = parse_when(since, now=clock, option="--since") if since is not None else None
+        upper = parse_when(until, now=clock, option="--until") if until is not None else None
         if lower is not None and upper is not None and lower >= upper:
             raise ConfigError(
                 f"--since {format_timestamp(lower)} is not before "

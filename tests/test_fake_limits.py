@@ -279,7 +279,9 @@ def test_cli_reports_a_taken_port_in_one_line(taken_port: int) -> None:
 def test_cli_reports_a_bad_rate_limit_in_one_line() -> None:
     result = run_cli("--port", "0", "--rate-limit", "-1")
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: rate_limit must not be negative (0 turns it off)"]
+    assert result.stderr.splitlines() == [
+        "error: --rate-limit must not be negative (0 turns it off)"
+    ]
 
 
 # --------------------------------------------------------------------------- answers never die

@@ -135,15 +135,15 @@ def test_config_is_validated() -> None:
         FakeConfig(p_429=0.6, p_500=0.6)
     with pytest.raises(ValueError, match="between 0 and 1"):
         FakeConfig(p_drop=1.5)
-    with pytest.raises(ValueError, match="rate_limit_type"):
+    with pytest.raises(ValueError, match="--rate-limit-type"):
         FakeConfig(rate_limit_type="global")
-    with pytest.raises(ValueError, match="rate_limit must not be negative"):
+    with pytest.raises(ValueError, match="--rate-limit must not be negative"):
         FakeConfig(rate_limit=-1)
-    with pytest.raises(ValueError, match="customer_rate_limit"):
+    with pytest.raises(ValueError, match="--customer-rate-limit must not be negative"):
         FakeConfig(customer_rate_limit=-5)
-    with pytest.raises(ValueError, match="customer_rate_burst"):
+    with pytest.raises(ValueError, match="--customer-rate-burst must be positive"):
         FakeConfig(customer_rate_burst=0)
-    with pytest.raises(ValueError, match="fail_status"):
+    with pytest.raises(ValueError, match="--fail-status"):
         FakeConfig(fail_status=200)
     with pytest.raises(ConfigError):  # the CLI maps it to exit 2
         FakeConfig(latency_ms=-1)

@@ -36,6 +36,27 @@ def test_each_command_has_short_and_long_help_without_type_names(command: str) -
     assert not found, found
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "metavar"),
+    [
+        ("replay", "--batch-size", "N"),
+        ("replay", "--timeout", "NUMBER"),
+        ("replay", "--rejects", "PATH"),
+        ("replay", "--since", "TEXT"),
+        ("map", "--workers", "N"),
+        ("fake-metronome", "--port", "N"),
+        ("fake-metronome", "--rate-limit", "NUMBER"),
+    ],
+)
+def test_an_option_shows_what_kind_of_value_it_takes(
+    command: str, option: str, metavar: str
+) -> None:
+    """A number is N or NUMBER, a file PATH, anything else TEXT."""
+    lines = run_cli(command, "-h").stdout.splitlines()
+    (words,) = [line.split() for line in lines if line.lstrip().startswith(option + " ")]
+    assert words[1] == metavar, words
+
+
 def test_the_command_list_shows_whole_first_paragraphs() -> None:
     listing = run_cli("-h").stdout
     assert "..." not in listing.split("Commands:")[1]

@@ -182,3 +182,13 @@ def test_map_progress_is_bytes_read_with_the_events_written() -> None:
     text = _render(progress, 80)
     assert "map ━" in text
     assert "300 events 25% ETA 0:00:15" in text
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "shown"),
+    [(0, 205, "0%"), (1, 205, "<1%"), (3, 205, "1%"), (102, 205, "50%"), (204, 205, ">99%"),
+     (205, 205, "100%"), (0, 0, "0%")],
+)  # fmt: skip
+def test_a_share_is_never_rounded_to_none_or_all(part: int, whole: int, shown: str) -> None:
+    """1 empty field in 205 events is not "0% empty"."""
+    assert output.percent(part, whole) == shown

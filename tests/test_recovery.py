@@ -309,7 +309,8 @@ def test_dry_run_never_overwrites_a_rejects_file(runner: CliRunner, tmp_path: Pa
 def test_a_full_disk_for_rejects_stops_the_run_and_keeps_the_ledger_true(
     runner: CliRunner, fake_metronome: Callable[..., FakeMetronome], tmp_path: Path
 ) -> None:
-    """/dev/full: exit 2 with one line; every event Metronome acknowledged is in the ledger."""
+    """/dev/full: exit 2 with one line, at the first reject; every event Metronome
+    acknowledged is in the ledger."""
     items = list(messages(2000, start=SAMPLES_NOW_DT - timedelta(days=3), seed=4))
     for m in items:
         m["event"] = "API Call"
@@ -323,6 +324,8 @@ def test_a_full_disk_for_rejects_stops_the_run_and_keeps_the_ledger_true(
     assert "Traceback" not in result.output
     summary = summary_json(result.stdout)
     assert summary["emitted"] == summary["sent"] + summary["dead_lettered"] + summary["unsent"]
+    # found at the first reject, not after the whole input was read
+    assert summary["read"] < len(items)
     with StateDB.open(state, readonly=True) as db:
         ledger = db.ledger_size()
         (run,) = db.runs()

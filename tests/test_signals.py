@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,6 +122,70 @@ def test_map_prints_its_partial_summary(fifo: Callable[..., int], signum: int) -
     fifo()
     _, err = stop(proc, signum)
     assert "read " in err  # the summary printer's first line
+
+
+#: lines of the samples the sample mapping makes an event of, each a different one
+MAPPED = [
+    line + b"\n"
+    for line in (SAMPLES / "events" / "2026-11-23.jsonl").read_bytes().splitlines()
+    if b'"event":"API Call"' in line
+][:10]
+
+
+def _count(name: str, summary: str) -> int:
+    found = re.search(rf"\b{name} (\d+)", summary)
+    assert found is not None, summary
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_map_to_stdout_writes_every_event_its_summary_counts(
+    fifo: Callable[..., int], signum: int
+) -> None:
+    """Stopped while waiting for more input, ``map`` has written each event it counted as
+    emitted (the last batch is not dropped with the process)."""
+    proc = start("map", "-m", MAPPING, "--now", SAMPLES_NOW, "-q", fifo.path)  # type: ignore[attr-defined]
+    fd = fifo(proc.pid)
+    os.write(fd, b"".join(MAPPED))
+    wait_until(lambda: _waiting_on(proc.pid, fd), "the command to read the mapped lines")
+    out, err = stop(proc, signum)
+    assert _count("emitted", err) == len(MAPPED)
+    assert len(out.splitlines()) == len(MAPPED)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_stdin_lines_are_read_as_they_arrive(signum: int) -> None:
+    """A slow writer's lines on stdin are read and counted as they come, not held back until a
+    whole read buffer has filled."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITH_SIGINT, SEGMETRO, "map", "-m", MAPPING, "--now",
+         SAMPLES_NOW, "-q", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    fd = proc.stdin.fileno()
+    os.write(fd, b"".join(MAPPED))
+    wait_until(lambda: _waiting_on(proc.pid, fd), "the command to wait for more on stdin")
+    out, err = stop(proc, signum)
+    assert _count("read", err) == len(MAPPED)
+    assert len(out.splitlines()) == len(MAPPED)
+
+
+def _waiting_on(pid: int, fd: int) -> bool:
+    """Our end `fd` of the command's input pipe is drained and the command's main thread is
+    blocked in a call on its end of it, a read (so what it took is counted, not only
+    buffered)."""
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    if int.from_bytes(buf, sys.byteorder):
+        return False
+    call = Path(f"/proc/{pid}/syscall").read_text().split()
+    if len(call) < 2 or call[0] == "running":
+        return False
+    try:  # the call's first argument is the command's end of this pipe
+        return os.path.samefile(f"/proc/{pid}/fd/{int(call[1], 16)}", f"/proc/self/fd/{fd}")
+    except (OSError, OverflowError):
+        return False
 
 
 @pytest.mark.parametrize("signum", SIGNALS)

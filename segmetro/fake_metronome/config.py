@@ -21,6 +21,11 @@ class FakeConfigError(ConfigError, ValueError):
     """An impossible fake configuration (exit 2 in the CLI)."""
 
 
+def _option(field: str) -> str:
+    """The command-line option of a field (each is one of ``segmetro fake-metronome``)."""
+    return "--" + field.replace("_", "-")
+
+
 class FakeListenError(ConfigError):
     """The fake cannot listen on the address it was given (exit 2 in the CLI)."""
 
@@ -72,22 +77,22 @@ class FakeConfig:
         if sum(probs) > 1.0 + 1e-9:
             raise FakeConfigError("fault probabilities must add up to at most 1")
         if self.rate_limit_type not in ("client", "customer"):
-            raise FakeConfigError("rate_limit_type must be 'client' or 'customer'")
+            raise FakeConfigError("--rate-limit-type must be 'client' or 'customer'")
         for name in ("rate_limit", "customer_rate_limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise FakeConfigError(f"{name} must not be negative (0 turns it off)")
+                raise FakeConfigError(f"{_option(name)} must not be negative (0 turns it off)")
         for name in ("rate_burst", "customer_rate_burst", "search_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise FakeConfigError(f"{name} must be positive")
+                raise FakeConfigError(f"{_option(name)} must be positive")
         for name in ("retry_after", "retry_after_ms", "latency_ms", "latency_jitter_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise FakeConfigError(f"{name} must not be negative")
+                raise FakeConfigError(f"{_option(name)} must not be negative")
         if self.fail_status is not None and not 400 <= self.fail_status <= 599:
-            raise FakeConfigError("fail_status must be an HTTP error status (400-599)")
+            raise FakeConfigError("--fail-status must be an HTTP error status (400-599)")
         if self.fail_count is not None and self.fail_count < 0:
-            raise FakeConfigError("fail_count must not be negative")
+            raise FakeConfigError("--fail-count must not be negative")
         if not self.token:
-            raise FakeConfigError("token must not be empty")
+            raise FakeConfigError("--token must not be empty")

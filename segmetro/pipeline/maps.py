@@ -100,7 +100,10 @@ def run_map(
                     out.write(b"".join(pending))
                     pending.clear()
             out.write(b"".join(pending))
+            pending.clear()
         except KeyboardInterrupt:
+            # every event counted as emitted is written: on stdout, what the summary counts
+            out.write(b"".join(pending))
             raise Interrupted(report) from None
         finally:
             _close(items)

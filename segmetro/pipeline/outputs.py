@@ -120,7 +120,9 @@ def replaced_at_end(path: Path) -> Iterator[IO[bytes]]:
     try:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror} ({path.parent}).") from None
+        raise ConfigError(
+            f"cannot write {path}: cannot create a file in {path.parent}: {exc.strerror}."
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh

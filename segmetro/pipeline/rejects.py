@@ -21,7 +21,8 @@ class RejectSink:
     """Counts every reject, keeps the first few for display, and writes all of them to a file.
 
     A write that fails (disk full, a bad path) is a `ConfigError`: the run stops rather than
-    lose a reject, and nothing is checkpointed past what was written. A ``lazy`` sink (a run's
+    lose a reject, and nothing is checkpointed past what was written. The first reject is
+    flushed at once, so a file that takes nothing stops the run there. A ``lazy`` sink (a run's
     own rejects file) creates the file and its directory at the first reject, so a run without
     rejects leaves no empty file behind.
     """
@@ -74,6 +75,10 @@ class RejectSink:
                 entry["run_id"] = self.run_id
             try:
                 self._fh.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+                if not self.written:
+                    # a file that takes no byte (a full disk) is found at the first reject,
+                    # not after the whole input was read into the write buffer
+                    self._fh.flush()
             except OSError as exc:
                 raise self._error(exc) from None
             self.written += 1

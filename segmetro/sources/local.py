@@ -87,9 +87,11 @@ class StreamInput:
     ) -> Iterator[Record | Reject]:
         if self.path is not None:
             return _read_path(self.path, start_line, on_bytes, max_line_bytes)
+        # read1: what the pipe holds so far, as for a path opened unbuffered (read waits for a
+        # whole chunk, so a slow writer's lines would wait unread)
         return read_stored(
             self.name,
-            _chunks(sys.stdin.buffer.read, on_bytes),
+            _chunks(getattr(sys.stdin.buffer, "read1", sys.stdin.buffer.read), on_bytes),
             start_line=start_line,
             max_line_bytes=max_line_bytes,
         )
