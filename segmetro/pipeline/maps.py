@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ def run_map(
             pending.clear()
         except KeyboardInterrupt:
             # every event counted as emitted is written: on stdout, what the summary counts
-            out.write(b"".join(pending))
+            with contextlib.suppress(OSError):  # a closed stdout: the interruption is the news
+                out.write(b"".join(pending))
             raise Interrupted(report) from None
         finally:
             _close(items)
