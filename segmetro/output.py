@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from segmetro.models import Counts, Reject
+from segmetro.pipeline.rejects import SHOWN_REJECTS
 from segmetro.summary import SELECTION, Summary
 
 
@@ -111,20 +112,31 @@ def rejects(
     appended: bool = False,
     hint: str | None = None,
 ) -> None:
-    """Show the first rejects with their coordinates, and where the rest are."""
+    """Show the first rejects with their coordinates, the last one if more came, and where
+    the rest are."""
     out = console()
-    listed = 0
-    for reject in shown:
-        where = f" [{reject.mapping}]" if reject.mapping else ""
-        out.print(escape(f"  {reject.source}{where} {reject.reason}: {reject.detail}"))
-        listed += 1
+    items = list(shown)
+    first, latest = items[:SHOWN_REJECTS], items[SHOWN_REJECTS:]
+    for reject in first:
+        out.print(escape(_reject_line(reject)))
+    listed = len(items)
+    if latest:
+        between = total - listed
+        if between:
+            out.print(escape(f"  ... {between} more, then the last:"))
+        out.print(escape(_reject_line(latest[-1])))
     if path is not None and appended:
         out.print(escape(f"{total} rejects of this run appended to {path}"))
     elif path is not None:
         out.print(escape(f"all {total} rejects written to {path}"))
     elif total > listed:
-        keep = f" (use {hint} to keep them all)" if hint else ""
-        out.print(escape(f"  ... and {total - listed} more{keep}"))
+        keep = f"; use {hint} to keep them all" if hint else ""
+        out.print(escape(f"  {total} rejects in all{keep}"))
+
+
+def _reject_line(reject: Reject) -> str:
+    where = f" [{reject.mapping}]" if reject.mapping else ""
+    return f"  {reject.source}{where} {reject.reason}: {reject.detail}"
 
 
 class Progress:

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from segmetro import output
-from segmetro.models import Counts
+from segmetro.models import Counts, Reject
+from segmetro.pipeline.rejects import RejectSink
 from segmetro.summary import SELECTION, Summary
 
 
@@ -192,3 +193,39 @@ def test_map_progress_is_bytes_read_with_the_events_written() -> None:
 def test_a_share_is_never_rounded_to_none_or_all(part: int, whole: int, shown: str) -> None:
     """1 empty field in 205 events is not "0% empty"."""
     assert output.percent(part, whole) == shown
+
+
+def _reject(line: int, detail: str = "not JSON") -> Reject:
+    return Reject(reason="invalid_json", detail=detail, source=f"in.jsonl:{line}")
+
+
+def test_the_first_rejects_and_the_last_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the first ones, the latest reject is kept and shown: how a broken input ended
+    (e.g. "the rest of the object cannot be read") is often the line that matters."""
+    sink = RejectSink(None)
+    for line in range(1, 30):
+        sink.add(_reject(line))
+    sink.add(_reject(30, "the rest of the object cannot be read"))
+    assert [r.source for r in sink.shown] == [f"in.jsonl:{n}" for n in [*range(1, 21), 30]]
+    text = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda: Console(file=text, width=200, color_system=None))
+    output.rejects(sink.shown, total=30, path=None, hint="--rejects FILE")
+    lines = text.getvalue().splitlines()
+    assert lines[0] == "  in.jsonl:1 invalid_json: not JSON"
+    assert lines[19] == "  in.jsonl:20 invalid_json: not JSON"
+    assert lines[20:] == [
+        "  ... 9 more, then the last:",
+        "  in.jsonl:30 invalid_json: the rest of the object cannot be read",
+        "  30 rejects in all; use --rejects FILE to keep them all",
+    ]
+
+
+def test_twenty_one_rejects_show_every_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = RejectSink(None)
+    for line in range(1, 22):
+        sink.add(_reject(line))
+    text = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda: Console(file=text, width=200, color_system=None))
+    output.rejects(sink.shown, total=21, path=None)
+    lines = text.getvalue().splitlines()
+    assert lines == [f"  in.jsonl:{n} invalid_json: not JSON" for n in range(1, 22)]

@@ -182,7 +182,7 @@ def test_validate_sample_flags_what_would_cost_money(tmp_path: Path) -> None:
     assert "mapping 'never' matched none of the 300 messages read" in text
     assert "mapping 'usage' rejects" not in text
     assert "--rejects" not in loose.stderr
-    assert "... and " in loose.stderr  # more rejects than are listed
+    assert "more, then the last:" in loose.stderr  # more rejects than are listed
 
     summary = summary_json(run_cli(*sample, "--json").stdout)
     assert (

@@ -11,14 +11,16 @@ from segmetro.errors import ConfigError
 from segmetro.files import open_private
 from segmetro.models import Reject
 
-#: How many rejects a report keeps in memory to show the user; the rejects file keeps all.
+#: How many of the first rejects a report keeps in memory to show the user, beside the latest
+#: one; the rejects file keeps all.
 SHOWN_REJECTS = 20
 #: Output lines joined into one write by ``map``.
 WRITE_BATCH = 1024
 
 
 class RejectSink:
-    """Counts every reject, keeps the first few for display, and writes all of them to a file.
+    """Counts every reject, keeps the first few and the latest for display (`shown`), and
+    writes all of them to a file.
 
     A write that fails (disk full, a bad path) is a `ConfigError`: the run stops rather than
     lose a reject, and nothing is checkpointed past what was written. The first reject is
@@ -64,8 +66,12 @@ class RejectSink:
         return ConfigError(f"cannot write rejects file {self.path}: {exc.strerror}.")
 
     def add(self, reject: Reject) -> None:
-        if len(self.shown) < SHOWN_REJECTS:
-            self.shown.append(reject)
+        shown = self.shown
+        if len(shown) < SHOWN_REJECTS + 1:
+            shown.append(reject)
+        else:
+            # beyond the first ones, the latest: how a broken input ended is often the news
+            shown[-1] = reject
         if self._pending_open and self.path is not None:
             self._fh = self._open(self.path)
             self._pending_open = False
