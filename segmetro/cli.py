@@ -470,7 +470,7 @@ def map_command(
     counts = Counts()
     preview = _billing(billing, billable_metrics, customers, api_url)
     with (
-        _summary_if_interrupted(lambda part: summary.selection(part.counts, mappings.names())),
+        _summary_if_interrupted(lambda part: part.fill(summary, mappings.names())),
         _open_output(out) as sink,
         output.Progress(
             total_bytes=inputs_set.total_bytes, quiet=quiet or json_out, label="map",

@@ -18,6 +18,7 @@ from segmetro.mapping import MappingSet
 from segmetro.models import Counts, Mapped, Reason, Record, Reject
 from segmetro.pipeline import (
     LEDGER_CHUNK,
+    SHOWN_REJECTS,
     PlanTarget,
     RejectSink,
     Resume,
@@ -113,7 +114,8 @@ class Plan:
             by_event_type={k: dict(v) for k, v in sorted(self.by_event_type.items())},
             by_day={k: dict(v) for k, v in sorted(self.by_day.items())},
             changed_sample=[d.to_json() for d in self.changed],
-            rejects_sample=[r.to_json() for r in self.rejects],
+            # the first rejects only: the latest one kept for the console is not a sample
+            rejects_sample=[r.to_json() for r in self.rejects[:SHOWN_REJECTS]],
             sent_by_day={k: dict(sorted(v.items())) for k, v in sorted(self.sent_by_day.items())},
             destination=None if self.target is None else self.target.to_json(),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +31,16 @@ class MapReport:
     rejects_path: Path | None = None
     inputs: int = 0
     billing: BillingPreview | None = None
+    #: events counted as emitted that an interruption kept from the output (at most this many)
+    unwritten: int = 0
 
     def fill(self, summary: Summary, names: Sequence[str]) -> None:
         summary.selection(self.counts, names)
+        if self.unwritten:
+            summary.warnings.append(
+                f"interrupted: up to {self.unwritten} of the {self.counts.emitted} events counted "
+                "as emitted were not written to the output"
+            )
 
 
 def run_map(
@@ -88,6 +94,7 @@ def run_map(
             billing=billing,
         )
         pending: list[bytes] = []
+        in_flight = 0  # events of a write under way
         try:
             for item in items:
                 if isinstance(item, Reject):
@@ -98,14 +105,20 @@ def run_map(
                     billing.add(item.payload, item.record.coords)
                 pending.append(item.line)
                 if len(pending) >= WRITE_BATCH:
-                    out.write(b"".join(pending))
+                    # taken out first: a write cut short by Ctrl-C is never sent again
+                    in_flight = len(pending)
+                    block = b"".join(pending)
                     pending.clear()
-            out.write(b"".join(pending))
+                    out.write(block)
+                    in_flight = 0
+            in_flight = len(pending)
+            block = b"".join(pending)
             pending.clear()
+            out.write(block)
+            in_flight = 0
         except KeyboardInterrupt:
-            # every event counted as emitted is written: on stdout, what the summary counts
-            with contextlib.suppress(OSError):  # a closed stdout: the interruption is the news
-                out.write(b"".join(pending))
+            # not written now: a reader that stopped reading would make the write wait forever
+            report.unwritten = in_flight + len(pending)
             raise Interrupted(report) from None
         finally:
             _close(items)
