@@ -489,7 +489,7 @@ def map_command(
             counts=counts,
             billing=preview,
         )
-    summary.selection(report.counts, mappings.names())
+    report.fill(summary, mappings.names())
     if preview is not None:
         summary.details["billing"] = preview.to_json()
     if not json_out:

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from segmetro.models import Counts, Reject
-from segmetro.pipeline.rejects import SHOWN_REJECTS
 from segmetro.summary import SELECTION, Summary
 
 
@@ -116,15 +115,14 @@ def rejects(
     the rest are."""
     out = console()
     items = list(shown)
-    first, latest = items[:SHOWN_REJECTS], items[SHOWN_REJECTS:]
+    listed = len(items)
+    # fewer shown than there are: the sink kept the first ones and, last, the latest
+    first = items if total <= listed else items[:-1]
     for reject in first:
         out.print(escape(_reject_line(reject)))
-    listed = len(items)
-    if latest:
-        between = total - listed
-        if between:
-            out.print(escape(f"  ... {between} more, then the last:"))
-        out.print(escape(_reject_line(latest[-1])))
+    if total > listed:
+        out.print(escape(f"  ... {total - listed} more, then the last:"))
+        out.print(escape(_reject_line(items[-1])))
     if path is not None and appended:
         out.print(escape(f"{total} rejects of this run appended to {path}"))
     elif path is not None:

@@ -95,6 +95,16 @@ def run_map(
         )
         pending: list[bytes] = []
         in_flight = 0  # events of a write under way
+
+        def write_pending() -> None:
+            # taken out first: a write cut short by Ctrl-C is never sent again
+            nonlocal in_flight
+            in_flight = len(pending)
+            block = b"".join(pending)
+            pending.clear()
+            out.write(block)
+            in_flight = 0
+
         try:
             for item in items:
                 if isinstance(item, Reject):
@@ -105,17 +115,8 @@ def run_map(
                     billing.add(item.payload, item.record.coords)
                 pending.append(item.line)
                 if len(pending) >= WRITE_BATCH:
-                    # taken out first: a write cut short by Ctrl-C is never sent again
-                    in_flight = len(pending)
-                    block = b"".join(pending)
-                    pending.clear()
-                    out.write(block)
-                    in_flight = 0
-            in_flight = len(pending)
-            block = b"".join(pending)
-            pending.clear()
-            out.write(block)
-            in_flight = 0
+                    write_pending()
+            write_pending()
         except KeyboardInterrupt:
             # not written now: a reader that stopped reading would make the write wait forever
             report.unwritten = in_flight + len(pending)

@@ -61,7 +61,7 @@ class Trigger:
 
     source: str
     _match: Predicate = field(repr=False, compare=False)
-    _node: Node | None = field(default=None, repr=False, compare=False)
+    _node: Node = field(repr=False, compare=False)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         return self._match(event)
@@ -72,9 +72,8 @@ class Trigger:
         The names it refers to are added to `names`: the shared helpers as they are, its own
         constants under `prefix`. It assigns the locals ``v``, ``t``, ``x`` and ``o``.
         """
-        node = self._node if self._node is not None else parse(self.source).node
         generator = _Generator(prefix)
-        expr = generator.expr(node)
+        expr = generator.expr(self._node)
         for name, value in generator.names.items():
             if names.setdefault(name, value) is not value:
                 raise ValueError(f"name {name!r} is already bound to another value")
